@@ -1,0 +1,110 @@
+"""Frame models: forward/backward of every registry entry, the θ parameterisation, export."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests._frame_fixtures import one_torch_thread  # noqa: F401 - fixture
+from train.frame.export_wrapper import FrameExportWrapper
+from train.models import MODELS, build_model, get_spec
+from train.models.sampling import affine_crop, base_grid, identity_theta
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_forward_backward_every_model(name):
+    torch.manual_seed(0)
+    model = build_model(name).train()
+    x = torch.rand(2, 3, 224, 224)
+    out = model(x)
+    assert out["logits"].shape == (2, 4) and out["probs"].shape == (2, 4)
+    assert out["theta1"].shape == (2, 2, 3) and out["theta2"].shape == (2, 2, 3)
+    torch.testing.assert_close(out["probs"].sum(1), torch.ones(2))
+    spec = get_spec(name)
+    if spec.consistency:
+        assert out["logits2"] is not None and out["logits2"].shape == (2, 4)
+    for v in out.values():
+        assert v is None or torch.isfinite(v).all()
+    loss = out["logits"].logsumexp(1).mean() - out["logits"][:, 0].mean()
+    if out["logits2"] is not None:
+        loss = loss + out["logits2"].pow(2).mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert all(g is None or torch.isfinite(g).all() for g in grads)
+
+
+def test_unknown_model_lists_the_options():
+    with pytest.raises(KeyError) as e:
+        build_model("reg-snt")
+    for name in MODELS:
+        assert name in str(e.value)
+
+
+def test_parameter_count_matches_paper():
+    n = sum(p.numel() for p in build_model("reg-stn").parameters())
+    assert 1.65e6 < n < 1.75e6  # PAPER.md: about 1.70 M
+
+
+def test_matmul_grid_equals_affine_grid():
+    torch.manual_seed(1)
+    x = torch.rand(3, 3, 40, 50)
+    theta = torch.randn(3, 2, 3) * 0.3 + identity_theta(3)
+    ours = affine_crop(x, theta, base_grid(16, 24), (16, 24))
+    ref = F.grid_sample(x, F.affine_grid(theta, (3, 3, 16, 24), align_corners=False),
+                        mode="bilinear", padding_mode="zeros", align_corners=False)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+
+
+def test_reg_stn_init_and_own_translations():
+    model = build_model("reg-stn").eval()
+    out = model(torch.rand(2, 3, 224, 224))
+    t1, t2 = out["theta1"], out["theta2"]
+    torch.testing.assert_close(t1[:, 0, 0], torch.full((2,), 0.5))
+    torch.testing.assert_close(t2[:, 1, 1], torch.full((2,), 0.75))
+    torch.testing.assert_close(t1[:, :, 2], torch.full((2, 2), 0.3))
+    torch.testing.assert_close(t2[:, :, 2], torch.full((2, 2), 0.2))  # its own translation
+    # θ = [[σ, r1, τα], [r2, σ, τβ]]: the same σ on the diagonal
+    torch.testing.assert_close(t1[:, 0, 0], t1[:, 1, 1])
+    # the translation head is live: a gradient step on crop 2's translation moves only θ2
+    model.train()
+    out = model(torch.rand(2, 3, 224, 224))
+    out["theta2"][:, :, 2].sum().backward()
+    g = model.translation.bias.grad
+    assert g[:2].abs().sum() == 0 and g[2:].abs().sum() > 0
+
+
+def test_fixed_scale_variant_keeps_scales():
+    model = build_model("reg-stn-fixed-scale").eval()
+    out = model(torch.rand(1, 3, 224, 224))
+    assert float(out["theta1"][0, 0, 0]) == 0.5 and float(out["theta2"][0, 1, 1]) == 0.75
+    assert float(out["theta1"][0, 0, 1]) == 0.0
+
+
+def test_wrong_input_size_says_how_to_fix():
+    with pytest.raises(ValueError, match="224"):
+        build_model("reg-stn")(torch.rand(1, 3, 128, 128))
+
+
+def test_export_wrapper_onnx_matches_torch(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    wrapper = FrameExportWrapper(build_model("reg-stn"))
+    # give the localisation heads non-trivial weights so θ depends on the input
+    with torch.no_grad():
+        for head in (wrapper.model.translation, wrapper.model.scale, wrapper.model.offdiag):
+            head.weight.normal_(0, 0.05)
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        ref = wrapper(x)
+    path = tmp_path / "frame.onnx"
+    torch.onnx.export(wrapper, (x,), str(path), opset_version=17, dynamo=False,
+                      input_names=["frames"], output_names=["probs", "theta1", "theta2"],
+                      dynamic_axes={"frames": {0: "b"}})
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "GridSample" in ops and "AffineGrid" not in ops
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"frames": x.numpy()})
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a, b.numpy(), atol=1e-4)

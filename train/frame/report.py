@@ -1,0 +1,48 @@
+"""Text and Markdown renderings of :func:`train.frame.evaluate.evaluate` results."""
+
+from __future__ import annotations
+
+COLUMNS = ("S1", "K=1", "K=3", "K=5", "K=7", "video-ann.", "A=3", "A=4", "avg")
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def table_markdown(rows: dict[str, dict], key: str = "micro_f1") -> str:
+    """Table I layout: one row per model, F1 (%) per setting.
+
+    Args:
+        rows: {model name: evaluate()["table"]}.
+        key: "micro_f1" (= accuracy, the paper's code) or "weighted_f1".
+    """
+    head = "| model | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
+    body = "".join(f"| {name} | " + " | ".join(_pct(t[c][key]) for c in COLUMNS) + " |\n"
+                   for name, t in rows.items())
+    return head + body
+
+
+def format_summary(res: dict) -> str:
+    """A terminal summary of one evaluation."""
+    s1 = res["setting1"]
+    lines = [f"{res.get('model') or res.get('bundle')}: {res['n_frames']} frames of "
+             f"{res['n_videos']} videos ({res['data']}, split {res['split']}, "
+             f"stride {res['stride']})",
+             f"Setting 1: micro F1 (= accuracy) {_pct(s1['micro_f1'])} %, weighted F1 "
+             f"{_pct(s1['weighted_f1'])} %, macro F1 {_pct(s1['macro_f1'])} %, QWK "
+             f"{s1['qwk']:.3f}, within-one {_pct(s1['within_one'])} %",
+             f"confusion (rows truth 0..3, cols predicted): {s1['confusion']}",
+             "micro F1 per setting: " + ", ".join(
+                 f"{c} {_pct(res['table'][c]['micro_f1'])}" for c in COLUMNS)]
+    loc = res.get("localisation")
+    if loc:
+        lines.append(f"σ1 {loc['sigma1_mean']:.3f}, σ2 {loc['sigma2_mean']:.3f} "
+                     f"(|gap| {loc['sigma_gap']:.3f})")
+        for name in ("stn_crop1", "gradcam"):
+            d = loc.get(name)
+            if d:
+                lines.append(f"{name}: inside sector {_pct(d['inside_sector'])} %, pointing "
+                             f"{_pct(d['pointing'])} %, box precision {_pct(d['precision'])} % "
+                             f"({d['n_with_target']} frames with a GT lesion)")
+    lines.append(f"time {res['seconds']:.1f} s")
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""``pleura train frame``: train a Table I frame model into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="dataset folder (pleura layout)")
+    parser.add_argument("--out", required=True, help="run folder to create (or --resume)")
+    parser.add_argument("--model", default="reg-stn",
+                        help="registry name: reg-stn, reg-stn-fixed-scale, cnn-ce, cnn-sord, "
+                        "resnet18-sord, cnn-stn-sord, cnn-randcrop-sord (default reg-stn)")
+    parser.add_argument("--epochs", type=int, default=120, help="epochs (paper: 120)")
+    parser.add_argument("--batch", type=int, default=64, help="batch size (paper: 64)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (1e-4)")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--frames-per-epoch", type=int, default=None,
+                        help="class-balanced samples per epoch (default: all train frames)")
+    parser.add_argument("--max-frames-per-video", type=int, default=None,
+                        help="use at most N evenly spaced train frames per video")
+    parser.add_argument("--val-max-frames-per-video", type=int, default=None,
+                        help="use at most N evenly spaced validation frames per video")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split-seed", type=int, default=0, help="patient split seed")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--cache-dir", default="runs/.cache",
+                        help="cache of decoded 224x224 frames ('' = none)")
+    parser.add_argument("--init-from", default=None, metavar="RUN",
+                        help="warm start from RUN/best.pt (matching weights; a CNN trunk also "
+                        "fills the Reg-STN localisation trunk). Default: random init")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+
+
+def run(args: argparse.Namespace) -> int:
+    from train.frame.config import TrainConfig
+    from train.frame.trainer import train
+    from train.models import get_spec
+
+    get_spec(args.model)  # a wrong name fails now, listing the valid ones
+    cfg = TrainConfig(
+        data=args.data, out=args.out, model=args.model.lower(), epochs=args.epochs,
+        batch=args.batch, lr=args.lr, weight_decay=args.weight_decay,
+        frames_per_epoch=args.frames_per_epoch, max_frames_per_video=args.max_frames_per_video,
+        val_max_frames_per_video=args.val_max_frames_per_video, seed=args.seed,
+        split_seed=args.split_seed, device=args.device, threads=args.threads,
+        cache_dir=args.cache_dir or None, init_from=args.init_from)
+    out = train(cfg, resume=args.resume)
+    print(f"run folder: {out} (best.pt chosen on the validation split)")
+    return 0

@@ -1,0 +1,76 @@
+"""One registry of frame models (Table I of Roy et al. 2020) and how each one is trained.
+
+Forward contract, for every model::
+
+    forward(x: (B, 3, 224, 224) float in [0, 1]) -> {
+        "logits": (B, 4), "probs": (B, 4) softmax of logits (crop 1),
+        "theta1": (B, 2, 3), "theta2": (B, 2, 3)   # identity/fixed where there is no STN
+        "logits2": (B, 4) logits of crop 2, or None where there is no second crop,
+        "sigma": (B, 2) scales of the two crops,
+    }
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from train.models.baselines import RandomCropCNN, ResNet18, WholeFrameCNN
+from train.models.stn import FreeSTN, RegSTN
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A Table I row: the network and the loss terms it is trained with.
+
+    Attributes:
+        name: registry key (``--model``).
+        build: constructor, ``build() -> nn.Module``.
+        loss: "sord" (soft ordinal targets) or "ce" (one-hot cross-entropy).
+        consistency: add the MSE between the logits of the two crops.
+        scale_prior: add |σ₁ − 0.5| + |σ₂ − 0.75|.
+        help: one line for ``--help`` and docs.
+    """
+
+    name: str
+    build: Callable[[], nn.Module]
+    loss: str
+    consistency: bool
+    scale_prior: bool
+    help: str
+
+
+_SPECS = (
+    ModelSpec("reg-stn", RegSTN, "sord", True, True,
+              "CNN + Reg-STN + SORD (two crops, consistency, scale prior) — the default"),
+    ModelSpec("reg-stn-fixed-scale", lambda: RegSTN(fixed_scale=True), "sord", True, False,
+              "Reg-STN with fixed scales (0.5, 0.75), learnable translations only"),
+    ModelSpec("cnn-ce", WholeFrameCNN, "ce", False, False, "CNN + cross-entropy"),
+    ModelSpec("cnn-sord", WholeFrameCNN, "sord", False, False, "CNN + SORD"),
+    ModelSpec("resnet18-sord", ResNet18, "sord", False, False, "ResNet-18 (no pretraining) + SORD"),
+    ModelSpec("cnn-stn-sord", FreeSTN, "sord", False, False,
+              "CNN + STN (one crop, free affine) + SORD"),
+    ModelSpec("cnn-randcrop-sord", RandomCropCNN, "sord", True, False,
+              "CNN + two random overlapping crops + consistency + SORD"),
+)
+MODELS: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
+DEFAULT_MODEL = "reg-stn"
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec registered as ``name`` (case-insensitive).
+
+    Raises:
+        KeyError: for an unknown name, listing the valid ones.
+    """
+    key = name.lower()
+    if key not in MODELS:
+        raise KeyError(f"unknown frame model {name!r}; choose one of: {', '.join(MODELS)}")
+    return MODELS[key]
+
+
+def build_model(name: str) -> nn.Module:
+    """A freshly initialised model registered as ``name`` (see :func:`get_spec`)."""
+    return get_spec(name).build()

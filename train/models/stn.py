@@ -1,0 +1,125 @@
+"""Reg-STN (Roy et al. 2020, section II-B; PAPER.md section 1) and the single-crop STN baseline.
+
+Φ = Φ_cnn ∘ Φ_stn. The localisation network (its own copy of the CNN trunk on the full
+224x224 frame) predicts two transforms θ₁, θ₂ = [[σ, r₁, τ_α], [r₂, σ, τ_β]]; each cuts a
+112x112 crop by bilinear sampling; Φ_cnn scores both and the prediction is Φ_cnn(x₁).
+Unlike the released code, each crop uses its *own* translation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from train.models.cnn import CHANNELS, FrameCNN, Trunk
+from train.models.sampling import affine_crop, base_grid, theta_from_params
+
+CROP = 112
+INPUT = 224
+LOC_FEATURES = CHANNELS[-1] * (INPUT // 32) ** 2  # 128 * 7 * 7 = 6272
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+class LocNet(nn.Module):
+    """Localisation trunk: (B, 3, 224, 224) -> (B, 32) features (trunk -> 6272 -> 32 -> ReLU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = Trunk()
+        self.fc = nn.Sequential(nn.Linear(LOC_FEATURES, 32), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_tracing() and x.shape[-2:] != (INPUT, INPUT):
+            raise ValueError(f"the STN localisation net needs {INPUT}x{INPUT} input, got "
+                             f"{tuple(x.shape[-2:])}; preprocess with engines.preprocess")
+        return self.fc(self.trunk(x).flatten(1))
+
+
+def _head(n_out: int, bias: tuple[float, ...]) -> nn.Linear:
+    """A zero-weight linear head whose output starts at ``bias`` for every input."""
+    lin = nn.Linear(32, n_out)
+    nn.init.zeros_(lin.weight)
+    with torch.no_grad():
+        lin.bias.copy_(torch.tensor(bias))
+    return lin
+
+
+class RegSTN(nn.Module):
+    """CNN + Reg-STN + SORD. Two regularised crops, prediction from crop 1.
+
+    Heads (PAPER.md): translation Linear(32, 4), zero weights, bias (0.3, 0.3, 0.2, 0.2)
+    = (τ_α¹, τ_β¹, τ_α², τ_β²); scale Linear(32, 2) -> sigmoid, zero weights and bias
+    logit(0.5), logit(0.75) so that σ₁, σ₂ start at the prior's targets 0.5 and 0.75;
+    off-diagonal Linear(32, 4), zero weights and bias (r₁¹, r₂¹, r₁², r₂²).
+
+    Args:
+        fixed_scale: the paper's variant with fixed σ = (0.5, 0.75), no off-diagonal terms,
+            and learnable translations only.
+    """
+
+    def __init__(self, n_classes: int = 4, fixed_scale: bool = False,
+                 scale_init: tuple[float, float] = (0.5, 0.75),
+                 trans_init: tuple[float, float, float, float] = (0.3, 0.3, 0.2, 0.2)) -> None:
+        super().__init__()
+        self.fixed_scale = fixed_scale
+        self.loc = LocNet()
+        self.translation = _head(4, trans_init)
+        if fixed_scale:
+            self.register_buffer("sigma_fixed", torch.tensor(scale_init))
+        else:
+            self.scale = _head(2, tuple(_logit(s) for s in scale_init))
+            self.offdiag = _head(4, (0.0, 0.0, 0.0, 0.0))
+        self.cnn = FrameCNN(n_classes)
+        self.register_buffer("base", base_grid(CROP, CROP), persistent=False)
+
+    def thetas(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, 3, 224, 224) -> θ₁ (B, 2, 3), θ₂ (B, 2, 3), σ (B, 2)."""
+        h = self.loc(x)
+        tau = self.translation(h).float()  # (B, 4)
+        if self.fixed_scale:
+            sigma = self.sigma_fixed.expand(x.shape[0], 2)
+            r = torch.zeros_like(tau)
+        else:
+            sigma = torch.sigmoid(self.scale(h).float())  # (B, 2)
+            r = self.offdiag(h).float()
+        t1 = theta_from_params(sigma[:, 0], r[:, 0:2], tau[:, 0:2])
+        t2 = theta_from_params(sigma[:, 1], r[:, 2:4], tau[:, 2:4])
+        return t1, t2, sigma
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """(B, 3, 224, 224) in [0, 1] -> the model output dict (see train.models.registry)."""
+        t1, t2, sigma = self.thetas(x)
+        crops = torch.cat([affine_crop(x, t1, self.base, (CROP, CROP)),
+                           affine_crop(x, t2, self.base, (CROP, CROP))])  # (2B, 3, 112, 112)
+        logits_all = self.cnn(crops).float()
+        logits, logits2 = logits_all.chunk(2)
+        return {"logits": logits, "probs": logits.softmax(1), "theta1": t1, "theta2": t2,
+                "logits2": logits2, "sigma": sigma}
+
+
+class FreeSTN(nn.Module):
+    """CNN + STN + SORD baseline: one crop, free 6-parameter affine, no consistency, no prior.
+
+    The θ head starts at the identity (Jaderberg et al. 2015). θ₂ is reported equal to θ₁.
+    """
+
+    def __init__(self, n_classes: int = 4) -> None:
+        super().__init__()
+        self.loc = LocNet()
+        self.affine = _head(6, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+        self.cnn = FrameCNN(n_classes)
+        self.register_buffer("base", base_grid(CROP, CROP), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        t1 = self.affine(self.loc(x)).float().view(-1, 2, 3)
+        logits = self.cnn(affine_crop(x, t1, self.base, (CROP, CROP))).float()
+        # isotropic-equivalent scale: sqrt(|det A|) of the 2x2 linear part
+        det = t1[:, 0, 0] * t1[:, 1, 1] - t1[:, 0, 1] * t1[:, 1, 0]
+        sigma = det.abs().clamp_min(1e-12).sqrt()[:, None]
+        return {"logits": logits, "probs": logits.softmax(1), "theta1": t1, "theta2": t1,
+                "logits2": None, "sigma": sigma.expand(-1, 2)}
