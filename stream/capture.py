@@ -1,0 +1,205 @@
+"""The capture process: source -> scan-region crop -> PUB frames. Never blocks on the worker.
+
+Every frame gets the next sequence number and two stage stamps (``grabbed``: the source
+delivered it, ``sent``: handed to ZeroMQ). The PUB socket drops when its tiny queue is full, so a
+slow worker only ever sees a gap in the sequence numbers (it counts those as skipped), never a
+stalled capture. State changes of the source ("playing", "ended", "stalled", ...) go to the
+worker as HEARTBEAT messages on the same socket (only on change, so CONFLATE does not eat
+frames); periodic heartbeats go to the supervisor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import zmq
+
+from engines.preprocess import to_grey
+from stream.options import add_source_arguments, source_options
+from stream.procutil import Heartbeat, install_stop_handler, pub_socket
+from stream.roi import RoiTracker
+from stream.sources import DecodedFrame, SourceError, SourceOptions, StateChange, open_source
+from stream.wire import Kind, Message, WireError, decode, encode
+
+log = logging.getLogger(__name__)
+
+ROI_WAIT_FRAMES = 30
+"""With ``--roi auto``, frames before the first detection are held back (not sent), for at most
+this many frames of a pass; then the full frame is used until a region is found."""
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """Capture settings.
+
+    Attributes:
+        source: file path, image folder, ``v4l2:///dev/videoN`` or stream URL.
+        frames_addr: ZeroMQ address the frames PUB socket binds.
+        stream_id: this source's id on the wire (several captures can feed one worker).
+        status_addr: supervisor's heartbeat address (PUSH), or None.
+        control_addr: address to bind a SUB socket for CONTROL (pause/resume), or None.
+        roi: "auto", "off", "x,y,w,h", or None = auto for live sources, off for files.
+        grey: send (H, W) grey frames (what the models use; a third of the bytes).
+        options: source options (loop, speed, fps, device settings).
+        seconds: stop after this long (None = until the source ends or a signal).
+    """
+
+    source: str
+    frames_addr: str
+    stream_id: int = 0
+    status_addr: str | None = None
+    control_addr: str | None = None
+    roi: str | None = None
+    grey: bool = True
+    options: SourceOptions = SourceOptions()
+    seconds: float | None = None
+
+
+def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
+    """Run until the source ends, ``seconds`` pass, or ``stop`` is set. Returns an exit code.
+
+    Raises:
+        SourceError: the source cannot be opened (missing file / device, unreadable file).
+    """
+    stop = stop or threading.Event()
+    source = open_source(cfg.source, cfg.options)
+    roi_mode = cfg.roi or ("auto" if source.live else "off")
+    tracker = RoiTracker(roi_mode)
+    ctx: zmq.Context = zmq.Context.instance()
+    pub = pub_socket(ctx, cfg.frames_addr, hwm=2)
+    hb = Heartbeat(ctx, cfg.status_addr, "capture")
+    ctl = None
+    if cfg.control_addr:
+        ctl = ctx.socket(zmq.SUB)  # the UI / supervisor PUB connects here
+        ctl.setsockopt(zmq.LINGER, 0)
+        ctl.setsockopt(zmq.SUBSCRIBE, b"")
+        ctl.bind(cfg.control_addr)
+    session = time.time()
+    seq, sent, state, paused, epoch = 0, 0, "playing", False, -1
+    t_end = None if cfg.seconds is None else time.monotonic() + cfg.seconds
+
+    def send_state(detail: str = "") -> None:
+        meta = {"source": cfg.source, "state": state, "detail": detail, "session": session}
+        m = Message(Kind.HEARTBEAT, cfg.stream_id, seq, meta=meta)
+        with contextlib.suppress(zmq.Again):
+            pub.send(encode(m), zmq.NOBLOCK)
+        hb.beat(force=True, sent=sent, state=state, stream_id=cfg.stream_id)
+
+    log.info("capture %s -> %s (stream %d, roi %s)", cfg.source, cfg.frames_addr,
+             cfg.stream_id, roi_mode)
+    time.sleep(0.2)  # let subscribers connect before the first frame (PUB drops otherwise)
+    try:
+        for ev in source.events():
+            if stop.is_set() or (t_end is not None and time.monotonic() > t_end):
+                break
+            paused = _poll_control(ctl, paused)
+            if isinstance(ev, StateChange):
+                state = ev.state
+                log.info("source %s: %s %s", cfg.source, ev.state, ev.detail)
+                send_state(ev.detail)
+                if state == "error":
+                    return 1
+                continue
+            assert isinstance(ev, DecodedFrame)
+            if paused:  # hold the source where it is: a file resumes at this frame
+                while paused and not stop.is_set():
+                    time.sleep(0.05)
+                    paused = _poll_control(ctl, paused)
+                    hb.beat(sent=sent, state="paused", stream_id=cfg.stream_id)
+                if source.live:
+                    continue  # this frame is stale now; the source holds a newer one
+            if ev.epoch != epoch:
+                epoch = ev.epoch
+                tracker.reset()
+            grabbed = time.time()
+            try:
+                img = to_grey(ev.image) if cfg.grey else np.ascontiguousarray(ev.image)
+                full_hw = list(img.shape[:2])
+                roi = tracker.update(img if img.ndim == 2 else to_grey(img))
+                if roi is None and roi_mode == "auto" and ev.index < ROI_WAIT_FRAMES:
+                    continue  # the scan region is not found yet: never score the whole screen
+                if roi is not None:
+                    img = np.ascontiguousarray(roi.crop(img))
+                meta = {"source": cfg.source, "index": ev.index, "pts_s": ev.pts_s,
+                        "epoch": epoch, "session": session, "state": state,
+                        "full_hw": full_hw, "roi": roi.as_list() if roi else None,
+                        "sent": sent}
+                m = Message(Kind.FRAME, cfg.stream_id, seq, meta=meta, array=img)
+                m.stamp("grabbed", grabbed)
+                m.stamp("sent", time.time())
+                pub.send(encode(m), zmq.NOBLOCK, copy=False)
+                sent += 1
+            except zmq.Again:
+                pass  # PUB never blocks; this is a gap the worker counts as skipped
+            except (ValueError, WireError) as exc:
+                log.warning("frame %d of %s dropped: %s", ev.index, cfg.source, exc)
+            seq += 1
+            hb.beat(sent=sent, state=state, stream_id=cfg.stream_id)
+        else:
+            state = "ended"
+        send_state("capture stopped")
+        return 0
+    finally:
+        source.close()
+        hb.beat(force=True, sent=sent, state="stopped", stream_id=cfg.stream_id)
+        pub.close(0)
+        hb.close()
+        if ctl is not None:
+            ctl.close(0)
+
+
+def _poll_control(ctl: zmq.Socket | None, paused: bool) -> bool:
+    """Apply pending CONTROL messages (pause/stop, resume/start); returns the pause flag."""
+    while ctl is not None:
+        try:
+            raw = ctl.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            break
+        try:
+            cmd = decode(raw).meta.get("cmd")
+        except WireError as exc:
+            log.warning("bad control message dropped: %s", exc)
+            continue
+        if cmd in ("pause", "stop"):
+            paused = True
+        elif cmd in ("resume", "start"):
+            paused = False
+    return paused
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", required=True, help="file, image folder, v4l2:///dev/videoN, URL")
+    p.add_argument("--frames", required=True, help="address to publish frames on, e.g. "
+                   "tcp://0.0.0.0:5555")
+    p.add_argument("--stream-id", type=int, default=0)
+    p.add_argument("--status", default=None, help="supervisor heartbeat address")
+    p.add_argument("--control", default=None, help="address to bind for pause/resume")
+    p.add_argument("--seconds", type=float, default=None)
+    p.add_argument("--colour", action="store_true", help="send RGB frames instead of grey")
+    add_source_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    stop = install_stop_handler()
+    cfg = CaptureConfig(source=args.source, frames_addr=args.frames, stream_id=args.stream_id,
+                        status_addr=args.status, control_addr=args.control, roi=args.roi,
+                        grey=not args.colour, options=source_options(args),
+                        seconds=args.seconds)
+    try:
+        return run_capture(cfg, stop)
+    except (SourceError, ValueError) as exc:
+        log.error("capture: %s", exc)
+        return 2
+    except zmq.ZMQError as exc:
+        log.error("capture: cannot use address %s (%s); is another capture running?",
+                  args.frames, exc)
+        return 2

@@ -1,0 +1,86 @@
+"""Pure helpers that turn model outputs into the RESULT message (display frame, boxes, masks).
+
+The display frame is the grey frame the worker scored, shrunk to at most ``max_side`` pixels on
+its long side; boxes and masks are given in its pixel coordinates, so the UI only draws.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import cv2
+import numpy as np
+
+from engines.postprocess import label_map, theta_corners, uncertainty_u8
+from engines.preprocess import Letterbox
+
+
+def display_frame(grey: np.ndarray, max_side: int = 640) -> tuple[np.ndarray, float]:
+    """(H, W) uint8 -> (h, w) uint8 with ``max(h, w) <= max_side`` and the scale used."""
+    h, w = grey.shape[:2]
+    scale = min(1.0, max_side / float(max(h, w)))
+    if scale >= 1.0:
+        return grey, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA), scale
+
+
+def crop_boxes_display(theta1: np.ndarray, theta2: np.ndarray, lb: Letterbox,
+                       in_hw: tuple[int, int], scale: float) -> list[list[list[float]]]:
+    """Both STN crops as display-frame corners.
+
+    model-input pixels (:func:`engines.postprocess.theta_corners`) -> source pixels
+    (:meth:`Letterbox.to_source`) -> display pixels (``* scale``).
+
+    Returns:
+        [[[x, y] x 4] crop 1, [[x, y] x 4] crop 2], corners TL, TR, BR, BL.
+    """
+    out = []
+    for theta in (theta1, theta2):
+        src = lb.to_source(theta_corners(theta, in_hw)) * scale
+        out.append(np.round(src, 2).tolist())
+    return out
+
+
+def png_b64(image: np.ndarray) -> str:
+    """(H, W) uint8 -> base64 PNG text (lossless)."""
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError(f"PNG encoding failed for an image of shape {image.shape}")
+    return base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def mask_payload(probs: np.ndarray, std: np.ndarray | None, lb: Letterbox,
+                 display_hw: tuple[int, int]) -> dict[str, str | None]:
+    """One frame's segmentation -> the RESULT ``mask`` field.
+
+    Args:
+        probs: (5, H, W) softmax in the seg model's input space.
+        std: (H, W) MC std or None.
+        lb: the seg input's letterbox of the source frame.
+        display_hw: (h, w) of the display frame.
+
+    Returns:
+        {"png_b64": label map 0..4 (0 = BG, s + 1 = score s), "unc_png_b64": uint8 std map or
+        None}, both display-frame sized.
+    """
+    h, w = display_hw
+    labels = lb.unletterbox(label_map(probs))
+    labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    unc = None
+    if std is not None:
+        u = lb.unletterbox(uncertainty_u8(std), interpolation=cv2.INTER_LINEAR)
+        unc = png_b64(cv2.resize(u, (w, h), interpolation=cv2.INTER_LINEAR))
+    return {"png_b64": png_b64(labels), "unc_png_b64": unc}
+
+
+def timing_ms(stamps: np.ndarray) -> dict[str, float]:
+    """Per-stage durations (ms) from the 8 wire stamps; stages not reached are left out."""
+    names = ("capture", "transport", "preprocess", "frame_model", "postprocess", "publish",
+             "display")
+    out = {}
+    for i, name in enumerate(names):
+        a, b = float(stamps[i]), float(stamps[i + 1])
+        if a > 0 and b > 0:
+            out[name] = round((b - a) * 1000.0, 3)
+    return out

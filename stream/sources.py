@@ -1,0 +1,325 @@
+"""Frame sources, chosen by URI scheme: files, image folders, capture cards, network streams.
+
+``open_source(uri, options)`` looks the scheme up in :data:`SOURCES` (an unknown scheme gets an
+error listing the valid ones). Every source yields *events*: a :class:`DecodedFrame`, or a
+:class:`StateChange` ("playing", "ended", "stalled", "reconnecting", "error") that capture
+forwards so the UI can show it.
+
+- file paths (any container FFmpeg reads, through PyAV; GIFs) are paced by the stream's own
+  timestamps divided by ``speed``; ``loop`` restarts at the end (a new *epoch*: the video score
+  restarts).
+- a folder of images plays at ``fps``.
+- ``v4l2:///dev/videoN`` and ``rtsp:// udp:// http(s):// srt:// rtmp://`` are live
+  (:mod:`stream.live_sources`): newest frame only, stalls reported, reopened with backoff.
+
+:func:`decode_file` is the plain, unpaced decoder used for offline scoring (``pleura score``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+STATES = ("playing", "ended", "stalled", "reconnecting", "error")
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or read; the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """One decoded frame.
+
+    Attributes:
+        image: (H, W) or (H, W, 3) uint8, RGB.
+        index: frame number within the current pass over the source (0-based).
+        pts_s: presentation time in seconds from the stream start (file timestamps; for live
+            sources the arrival time relative to the first frame).
+        epoch: pass / connection number; changes on loop or reopen (a new video).
+    """
+
+    image: np.ndarray
+    index: int
+    pts_s: float
+    epoch: int = 0
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """The source entered ``state`` (one of :data:`STATES`); ``detail`` says why."""
+
+    state: str
+    detail: str = ""
+
+
+Event = DecodedFrame | StateChange
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Options for every source kind; each uses the ones that apply to it.
+
+    Attributes:
+        loop: files / folders: start again at the end.
+        speed: files / folders: playback speed factor (2.0 = twice real time).
+        fps: image folders (and files without timestamps): frames per second.
+        size: capture cards: "WxH" requested from the device, or None.
+        device_fps: capture cards: frame rate requested from the device, or None.
+        pixel_format: capture cards: e.g. "mjpeg", "yuyv422", or None (device default).
+        stall_s: live: no frame for this long -> "stalled".
+        max_backoff_s: live: the longest wait between reopen attempts.
+    """
+
+    loop: bool = False
+    speed: float = 1.0
+    fps: float = 30.0
+    size: str | None = None
+    device_fps: float | None = None
+    pixel_format: str | None = None
+    stall_s: float = 2.0
+    max_backoff_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.speed > 0:
+            raise ValueError(f"speed must be > 0, got {self.speed}")
+        if not self.fps > 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+
+
+class Source(ABC):
+    """A source of frames. Not thread-safe; one consumer."""
+
+    live: bool = False
+
+    def __init__(self, uri: str, options: SourceOptions | None = None) -> None:
+        self.uri = uri
+        self.options = options or SourceOptions()
+
+    @abstractmethod
+    def events(self) -> Iterator[Event]:
+        """Frames (due now, already paced) and state changes, until the source ends."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the device / connection."""
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _open_container(path: Path):
+    import av
+
+    if not path.exists():
+        raise SourceError(f"{path}: no such file; give a video file, an image folder, "
+                          "v4l2:///dev/videoN or a stream URL")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise SourceError(f"{path}: FFmpeg cannot read this file ({exc}); is it a video "
+                          "(mp4, mov, avi, mpeg, mkv, gif, ...) and complete?") from None
+    if not container.streams.video:
+        container.close()
+        raise SourceError(f"{path}: has no video stream")
+    return container
+
+
+def _frame_array(frame) -> np.ndarray:
+    """A PyAV VideoFrame -> (H, W, 3) uint8 RGB (any pixel format, odd sizes included)."""
+    return frame.to_ndarray(format="rgb24")
+
+
+def _decode_container(path: Path, max_frames: int | None = None) -> Iterator[DecodedFrame]:
+    import av
+
+    container = _open_container(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = float(stream.average_rate or stream.guessed_rate or 0) or 30.0
+        index, bad, t0 = 0, 0, None
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:  # a corrupt packet: skip it, keep going
+                bad += 1
+                log.warning("%s: dropped an undecodable packet (%s)", path, exc)
+                if bad > 50 and index == 0:
+                    raise SourceError(f"{path}: no frame could be decoded; the file is "
+                                      "corrupt or not a video") from None
+                continue
+            for frame in frames:
+                t = frame.time
+                if t is None:
+                    t = index / rate
+                if t0 is None:
+                    t0 = t
+                yield DecodedFrame(_frame_array(frame), index, max(0.0, float(t - t0)))
+                index += 1
+                if max_frames is not None and index >= max_frames:
+                    return
+        if index == 0:
+            raise SourceError(f"{path}: no frame could be decoded; the file is corrupt or "
+                              "not a video")
+    except av.error.FFmpegError as exc:
+        raise SourceError(f"{path}: decoding failed after {index} frames ({exc}); "
+                          "the file looks corrupt or truncated") from None
+    finally:
+        container.close()
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a folder, in name order."""
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not files:
+        raise SourceError(f"{folder}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def _decode_folder(folder: Path, fps: float, max_frames: int | None) -> Iterator[DecodedFrame]:
+    for i, f in enumerate(list_images(folder)):
+        if max_frames is not None and i >= max_frames:
+            return
+        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if img is None:
+            log.warning("%s: not a readable image, skipped", f)
+            continue
+        yield DecodedFrame(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), i, i / fps)
+
+
+def decode_file(path: str | Path, max_frames: int | None = None,
+                fps: float = 30.0) -> Iterator[DecodedFrame]:
+    """Decode every frame of a video file (or image folder) as fast as possible, unpaced.
+
+    Args:
+        path: any container FFmpeg reads (mp4, mov, avi, mpeg, mkv, gif, ...) or a folder of
+            images (played at ``fps``).
+        max_frames: stop after this many frames.
+        fps: frame rate assigned to image folders.
+
+    Yields:
+        :class:`DecodedFrame` with ``image`` (H, W, 3) uint8 RGB, ``index`` 0.., ``pts_s``
+        seconds from the first frame.
+
+    Raises:
+        SourceError: missing file, unreadable / corrupt file, no video stream, empty folder.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(f"{p}: no such file or folder")
+    if p.is_dir():
+        return _decode_folder(p, fps, max_frames)
+    return _decode_container(p, max_frames)
+
+
+# --------------------------------------------------------------------------- pacing
+
+
+def paced(frames: Iterator[DecodedFrame], speed: float = 1.0, max_late_s: float = 0.5,
+          clock=time.monotonic, sleep=time.sleep) -> Iterator[DecodedFrame]:
+    """Release frames at ``t0 + pts_s / speed`` (the stream's own timestamps, not a fixed sleep).
+
+    When decoding falls more than ``max_late_s`` behind, the schedule is re-anchored so the
+    source never bursts a backlog.
+    """
+    t0 = None
+    for f in frames:
+        now = clock()
+        if t0 is None:
+            t0 = now - f.pts_s / speed
+        due = t0 + f.pts_s / speed
+        if due > now:
+            sleep(due - now)
+        elif now - due > max_late_s:
+            t0 = now - f.pts_s / speed
+        yield f
+
+
+class FileSource(Source):
+    """A video file or an image folder, played at its own rate (``speed``), optionally looped."""
+
+    def __init__(self, uri: str, options: SourceOptions | None = None) -> None:
+        super().__init__(uri, options)
+        self.path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+        if not self.path.exists():
+            raise SourceError(f"{self.path}: no such file or folder; give a video file, an "
+                              "image folder, v4l2:///dev/videoN or a stream URL")
+        if self.path.is_dir():
+            list_images(self.path)  # fail now, not in the stream
+        else:
+            _open_container(self.path).close()
+
+    def events(self) -> Iterator[Event]:
+        epoch = 0
+        while True:
+            yield StateChange("playing", f"pass {epoch + 1}" if epoch else "")
+            n = 0
+            try:
+                for f in paced(decode_file(self.path, fps=self.options.fps), self.options.speed):
+                    n += 1
+                    yield DecodedFrame(f.image, f.index, f.pts_s, epoch)
+            except SourceError as exc:
+                yield StateChange("error", str(exc))
+                return
+            if not self.options.loop or n == 0:
+                yield StateChange("ended", f"{n} frames")
+                return
+            epoch += 1
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _live(kind: str):
+    def make(uri: str, options: SourceOptions | None = None) -> Source:
+        from stream import live_sources
+
+        return getattr(live_sources, kind)(uri, options)
+    return make
+
+
+SOURCES = {
+    "file": FileSource,
+    "v4l2": _live("V4L2Source"),
+    "rtsp": _live("NetworkSource"),
+    "rtsps": _live("NetworkSource"),
+    "rtmp": _live("NetworkSource"),
+    "udp": _live("NetworkSource"),
+    "rtp": _live("NetworkSource"),
+    "tcp": _live("NetworkSource"),
+    "http": _live("NetworkSource"),
+    "https": _live("NetworkSource"),
+    "srt": _live("NetworkSource"),
+}
+"""URI scheme -> source class. A bare path is a file (or image folder)."""
+
+
+def scheme_of(uri: str) -> str:
+    parsed = urlparse(uri)
+    # "C:\x" or a bare path has no (or a one-letter) scheme.
+    return parsed.scheme.lower() if len(parsed.scheme) > 1 else "file"
+
+
+def open_source(uri: str, options: SourceOptions | None = None) -> Source:
+    """Open a source by URI.
+
+    Raises:
+        SourceError: unknown scheme (listing the valid ones), missing file / device.
+    """
+    scheme = scheme_of(uri)
+    if scheme not in SOURCES:
+        raise SourceError(f"unknown source scheme {scheme!r} in {uri!r}; valid: a file path, "
+                          f"an image folder or one of {sorted(SOURCES)}")
+    return SOURCES[scheme](uri, options)
