@@ -1,0 +1,188 @@
+"""End to end in a real headless Chromium: `pleura live` on a clip, the page, the report.
+
+Starts the real pipeline (supervisor, capture, worker, UI processes over loopback tcp) on the
+demo clip (or a generated one), opens the page with selenium, waits for a score, checks that
+the live image moves, that the video score and timeline are shown, uploads the clip on the
+report tab and checks the report. Screenshots, the browser-measured display fps / latency and
+the pipeline log go to ``artifacts/ui/``. Skips when chromium, chromedriver or selenium are
+missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ui.browser_bench import (
+    LivePipeline,
+    chromium,
+    chromium_paths,
+    demo_or_clip,
+    first_score,
+    pick_bundle,
+    wait_for,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "artifacts" / "ui"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(None in chromium_paths(),
+                       reason="chromium and chromedriver are needed (apt install chromium "
+                              "chromium-driver)"),
+]
+pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402 - after the skip
+
+
+@pytest.fixture(scope="module")
+def live_page():
+    tmp = Path(tempfile.mkdtemp(prefix="pleura-ui-test-"))
+    clip = demo_or_clip(tmp)
+    live = LivePipeline(clip, pick_bundle(tmp), tmp / "live.log")
+    try:
+        live.wait_ready(75)
+        yield live.url, clip
+    finally:
+        live.stop()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp / "live.log", ARTIFACTS / "live.log")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as driver:
+        yield driver
+
+
+def _canvas_pixels(driver) -> np.ndarray:
+    import cv2
+
+    png = driver.find_element(By.ID, "pleura-canvas").screenshot_as_png
+    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+
+
+@contextlib.contextmanager
+def _screenshot_on_failure(driver, name: str):
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            driver.save_screenshot(str(ARTIFACTS / name))
+        raise
+
+
+def test_live_page_in_chromium(live_page, browser):
+    url, _clip = live_page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with _screenshot_on_failure(browser, "live-failure.png"):
+        _check_live(browser, url)
+
+
+def _check_live(d, url: str) -> None:
+    d.get(url)
+    assert "not for diagnosis" in wait_for(
+        lambda: d.find_element(By.ID, "pleura-disclaimer").text, 30, "the disclaimer")
+
+    assert int(first_score(d)) in range(4)
+    time.sleep(1.0)  # let the display settle (and the fps window fill)
+    a = _canvas_pixels(d)
+    d.save_screenshot(str(ARTIFACTS / "live-1.png"))
+    seq_a = d.find_element(By.ID, "pleura-canvas").get_attribute("data-seq")
+    time.sleep(1.0)
+    b = _canvas_pixels(d)
+    d.save_screenshot(str(ARTIFACTS / "live-2.png"))
+    seq_b = d.find_element(By.ID, "pleura-canvas").get_attribute("data-seq")
+    assert a.shape == b.shape and a.std() > 5, "the live image is blank"
+    assert seq_a != seq_b, "no new result was drawn within a second"
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.5, "the live image did not change"
+
+    video = d.find_element(By.ID, "pleura-video-score").text.strip()
+    assert video.isdigit() and int(video) in range(4)
+    assert int(d.find_element(By.ID, "pleura-video-n").text) >= 1
+    assert d.find_element(By.ID, "pleura-backend").text not in ("", "–")
+    wait_for(lambda: d.execute_script(
+        "const i = document.getElementById('pleura-timeline');"
+        "return i && i.complete && i.naturalWidth > 0;"), 10, "the timeline plot")
+
+    stats = d.execute_script("return window.pleuraStats.summary()")
+    (ARTIFACTS / "live-stats.json").write_text(json.dumps(stats, indent=1))
+    assert stats["drawn"] >= 5 and stats["errors"] == 0, stats
+    _check_controls(d)
+
+
+def _button(d, label: str):
+    return d.find_element(By.XPATH, f"//button[normalize-space()='{label}']")
+
+
+def _video_n(d) -> int:
+    return int(d.find_element(By.ID, "pleura-video-n").text or 0)
+
+
+def _check_controls(d) -> None:
+    """Reset and pause/resume travel UI -> supervisor -> worker / capture and take effect."""
+    status = lambda: d.find_element(By.ID, "pleura-control-status").text  # noqa: E731
+    wait_for(lambda: _video_n(d) >= 30, 20, "30 frames in the running video score")
+    _button(d, "Reset video score").click()
+    wait_for(lambda: "Sent: reset the video score" in status(), 10, "the reset to be sent")
+    wait_for(lambda: _video_n(d) < 25, 5, "the video score to restart")
+
+    _button(d, "Pause").click()
+    wait_for(lambda: "Sent: pause" in status(), 10, "the pause to be sent")
+    time.sleep(1.0)  # results already in flight arrive
+    seq = d.find_element(By.ID, "pleura-canvas").get_attribute("data-seq")
+    time.sleep(1.0)
+    assert d.find_element(By.ID, "pleura-canvas").get_attribute("data-seq") == seq, \
+        "frames kept coming while paused"
+    _button(d, "Resume").click()
+    wait_for(lambda: d.find_element(By.ID, "pleura-canvas").get_attribute("data-seq") != seq,
+             10, "frames after resume")
+
+
+def test_report_page_in_chromium(live_page, browser):
+    url, clip = live_page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with _screenshot_on_failure(browser, "report-failure.png"):
+        _check_report(browser, url, clip)
+
+
+def _check_report(d, url: str, clip: Path) -> None:
+    if not d.current_url.startswith(url):
+        d.get(url)
+    tab = wait_for(lambda: next(b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                                if b.text.strip() == "Report"), 10, "the Report tab")
+    tab.click()
+    upload = wait_for(lambda: d.find_element(By.CSS_SELECTOR,
+                                             "#pleura-report-upload input[type=file]"),
+                      10, "the upload field")
+    upload.send_keys(str(clip))
+
+    def uploaded() -> bool:  # Gradio shows "name\n.ext\nsize" once the upload is done
+        text = d.find_element(By.ID, "pleura-report-upload").text
+        return clip.stem in text and "Uploading" not in text
+
+    wait_for(uploaded, 30, "the uploaded file")
+    d.find_element(By.ID, "pleura-report-go").click()
+    vs = wait_for(lambda: d.find_element(By.ID, "pleura-report-video-score").text.strip(), 60,
+                  "the report's video score")
+    assert vs.isdigit() and int(vs) in range(4)
+    assert "Scored" in d.find_element(By.ID, "pleura-report-status").text
+    wait_for(lambda: len(d.find_elements(By.CSS_SELECTOR, "#pleura-report-strip img")) >= 4, 20,
+             "the strip of frames")
+    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#pleura-report-timeline img"), 10,
+             "the report timeline")
+    links = wait_for(lambda: [a.get_attribute("href") or "" for a in
+                              d.find_elements(By.CSS_SELECTOR, "#pleura-report-files a")], 10,
+                     "the download links")
+    assert any(h.endswith(".scores.json") for h in links), links
+    assert any(h.endswith(".scores.csv") for h in links), links
+    d.save_screenshot(str(ARTIFACTS / "report.png"))

@@ -1,0 +1,160 @@
+// pleura live view: pull the newest frame, draw it, ask for the next one (latest wins).
+// Runs once per page (loaded through Gradio's `head`); waits for the live canvas to exist.
+(function () {
+  if (window.pleuraLive) { return; }
+  window.pleuraLive = true;
+  const KEEP = 3000;  // samples kept for the percentiles (minutes at 20 fps)
+  const stats = window.pleuraStats = {
+    drawn: 0, latency: [], display: [], drawTimes: [], errors: 0, last: null,
+  };
+  const $ = (id) => document.getElementById(id);
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const base = window.location.pathname.replace(/[^/]*$/, "");
+  const push = (a, v) => { a.push(v); if (a.length > KEEP) { a.shift(); } };
+  const pct = (a, q) => {
+    if (!a.length) { return NaN; }
+    const s = a.slice().sort((x, y) => x - y);
+    return s[Math.min(s.length - 1, Math.floor(q * s.length))];
+  };
+  stats.t0 = performance.now();
+  stats.reset = () => {
+    stats.drawn = 0; stats.latency = []; stats.display = []; stats.errors = 0;
+    stats.t0 = performance.now();
+  };
+  stats.summary = () => ({
+    drawn: stats.drawn,
+    seconds: (performance.now() - stats.t0) / 1000,
+    mean_fps: stats.drawn * 1000 / Math.max(1, performance.now() - stats.t0),
+    errors: stats.errors,
+    fps: displayFps(),
+    latency_p50_ms: pct(stats.latency, 0.5), latency_p95_ms: pct(stats.latency, 0.95),
+    display_p50_ms: pct(stats.display, 0.5), display_p95_ms: pct(stats.display, 0.95),
+  });
+  function displayFps() {
+    const t = stats.drawTimes;
+    if (t.length < 2) { return 0; }
+    const now = performance.now();
+    const recent = t.filter((x) => now - x <= 2000);
+    if (recent.length < 2) { return 0; }
+    return (recent.length - 1) * 1000 / (recent[recent.length - 1] - recent[0]);
+  }
+  const fmt = (v, d) => (v === null || v === undefined || Number.isNaN(v)) ? "–" : Number(v).toFixed(d);
+  const COLOURS = ["#2878ff", "#ffdc00", "#ff8200", "#e6005a"];
+  function bars(id, probs) {
+    const el = $(id);
+    if (!el || !probs) { return; }
+    if (el.children.length !== probs.length) {  // built once, then only widths change
+      el.innerHTML = probs.map((p, i) =>
+        '<div class="pl-bar"><span>' + i + '</span><div class="pl-track"><div style="background:' +
+        COLOURS[i] + '"></div></div><span></span></div>').join("");
+    }
+    probs.forEach((p, i) => {
+      const row = el.children[i];
+      row.children[1].firstChild.style.width = (100 * p).toFixed(1) + "%";
+      row.children[2].textContent = p.toFixed(2);
+    });
+  }
+  function text(id, v) { const el = $(id); if (el) { el.textContent = v; } }
+  function show(meta, e2e, disp) {
+    const v = meta.video || {};
+    text("pleura-frame-score", meta.score === undefined || meta.score === null ? "–" : String(meta.score));
+    text("pleura-video-score", v.score === undefined || v.score === null ? "–" : String(v.score));
+    text("pleura-video-n", v.n_frames === undefined ? "0" : String(v.n_frames));
+    bars("pleura-frame-probs", meta.probs);
+    bars("pleura-video-probs", v.probs);
+    text("pleura-fps", fmt(displayFps(), 1));
+    text("pleura-latency", fmt(e2e, 0));
+    text("pleura-display-latency", fmt(disp, 0));
+    text("pleura-worker-latency", fmt(meta.latency_ms, 0));
+    text("pleura-worker-fps", fmt(meta.fps, 1));
+    text("pleura-skipped", meta.skipped === undefined ? "–" : String(meta.skipped));
+    text("pleura-backend", meta.backend || "–");
+    text("pleura-bundle", meta.bundle || "–");
+    text("pleura-state", meta.source_state || "–");
+    text("pleura-source", meta.source || "–");
+    // Say when an overlay cannot be shown (no segmentation yet / no MC-dropout samples).
+    text("pleura-mask-note", meta.has_mask ? "" : " (none yet)");
+    text("pleura-unc-note", meta.has_unc ? "" : " (needs --mc-samples)");
+  }
+  function nextPaint() {
+    return new Promise((r) => {
+      let done = false;
+      const fin = () => { if (!done) { done = true; r(); } };
+      requestAnimationFrame(fin);
+      setTimeout(fin, 50);  // hidden tabs do not paint; never stall on it
+    });
+  }
+  let newSinceTimeline = false;
+  let lastShown = 0;
+  async function timelineLoop() {
+    for (;;) {
+      await sleep(500);
+      const img = $("pleura-timeline");
+      if (!img || !newSinceTimeline) { continue; }
+      newSinceTimeline = false;
+      const w = Math.max(320, Math.min(1600, Math.round(img.parentElement.clientWidth || 640)));
+      img.src = base + "pleura/timeline.png?w=" + w + "&h=180&t=" + Date.now();
+    }
+  }
+  // The scores are in the side panel, so the image itself carries no text (text=0).
+  function request(after) {
+    const mask = $("pleura-mask") && $("pleura-mask").checked ? 1 : 0;
+    const unc = $("pleura-unc") && $("pleura-unc").checked ? 1 : 0;
+    return fetch(base + "pleura/frame.jpg?after=" + after + "&mask=" + mask + "&unc=" + unc +
+                 "&text=0&wait=1", { cache: "no-store", credentials: "same-origin" });
+  }
+  async function frameLoop() {
+    let after = 0;
+    let pending = null;
+    for (;;) {
+      const canvas = $("pleura-canvas");
+      if (!canvas) { await sleep(200); continue; }
+      let r;
+      try { r = await (pending || request(after)); } catch (e) {
+        pending = null; stats.errors++; text("pleura-conn", "disconnected"); await sleep(500); continue;
+      }
+      pending = null;
+      if (r.status === 204) { text("pleura-conn", "waiting for results"); continue; }
+      if (!r.ok) { stats.errors++; text("pleura-conn", "error " + r.status); await sleep(1000); continue; }
+      const n = Number(r.headers.get("X-Pleura-N"));
+      let blob;
+      try { blob = await r.blob(); } catch (e) { stats.errors++; continue; }
+      // Ask for the next result now; the server answers when it exists (long poll), while
+      // this one is decoded and painted. One request in flight: never a backlog.
+      after = n;
+      pending = request(after);
+      pending.catch(() => {});
+      let bmp;
+      try { bmp = await createImageBitmap(blob); } catch (e) { stats.errors++; continue; }
+      if (canvas.width !== bmp.width || canvas.height !== bmp.height) {
+        canvas.width = bmp.width; canvas.height = bmp.height;
+      }
+      canvas.getContext("2d").drawImage(bmp, 0, 0);
+      if (bmp.close) { bmp.close(); }
+      await nextPaint();
+      const now = Date.now() / 1000;
+      const tg = Number(r.headers.get("X-Pleura-T-Grabbed"));
+      const tr = Number(r.headers.get("X-Pleura-T-Received"));
+      const e2e = tg > 0 ? 1000 * (now - tg) : NaN;
+      const disp = tr > 0 ? 1000 * (now - tr) : NaN;
+      let meta = {};
+      try { meta = JSON.parse(r.headers.get("X-Pleura-Meta") || "{}"); } catch (e) { stats.errors++; }
+      stats.drawn++;
+      push(stats.drawTimes, performance.now());
+      if (!Number.isNaN(e2e)) { push(stats.latency, e2e); }
+      if (!Number.isNaN(disp)) { push(stats.display, disp); }
+      stats.last = { n: n, seq: Number(r.headers.get("X-Pleura-Seq")), e2e_ms: e2e, display_ms: disp, meta: meta };
+      canvas.dataset.seq = r.headers.get("X-Pleura-Seq");
+      canvas.dataset.drawn = String(stats.drawn);
+      newSinceTimeline = true;
+      // The numbers change at most 10 times a second: readable, and the page re-lays out less.
+      if (performance.now() - lastShown >= 100) {
+        lastShown = performance.now();
+        text("pleura-conn", "live");
+        show(meta, e2e, disp);
+      }
+    }
+  }
+  frameLoop();
+  timelineLoop();
+})();

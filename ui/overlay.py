@@ -1,0 +1,306 @@
+"""Overlay drawing: pure functions on numpy images, OpenCV only (no torch, no matplotlib).
+
+Everything here takes and returns RGB ``uint8`` arrays (browsers show RGB); conversion to BGR
+happens only at JPEG/PNG encoding time. The colours follow Roy et al. 2020, Fig. 4: the
+Reg-STN's crop 1 (the one that is scored) is drawn red, crop 2 green. The segmentation mask is
+coloured by score (label map 0 = background, s + 1 = score s) and alpha-blended on the frame.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+CROP1_RGB = (255, 0, 0)
+"""Crop 1 (scored crop) box colour: red, as in the paper's Fig. 4."""
+CROP2_RGB = (0, 255, 0)
+"""Crop 2 box colour: green, as in the paper's Fig. 4."""
+
+SCORE_RGB: tuple[tuple[int, int, int], ...] = (
+    (40, 120, 255),   # score 0: healthy (blue)
+    (255, 220, 0),    # score 1: yellow
+    (255, 130, 0),    # score 2: orange
+    (230, 0, 90),     # score 3: magenta-red
+)
+"""Colour of each score 0..3 in masks, timeline dots and probability bars."""
+
+IGNORE_LABEL = 255
+
+
+def to_rgb(frame: np.ndarray) -> np.ndarray:
+    """(H, W) grey or (H, W, 3) RGB uint8 -> a new (H, W, 3) RGB uint8 array."""
+    a = np.asarray(frame)
+    if a.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 frame, got {a.dtype}")
+    if a.ndim == 2:
+        return cv2.cvtColor(a, cv2.COLOR_GRAY2RGB)
+    if a.ndim == 3 and a.shape[2] == 3:
+        return a.copy()
+    raise ValueError(f"expected a frame of shape (H, W) or (H, W, 3), got {a.shape}")
+
+
+def draw_quad(rgb: np.ndarray, corners: np.ndarray | Sequence, colour: tuple[int, int, int],
+              thickness: int = 2) -> np.ndarray:
+    """Draw a closed quadrilateral (an STN crop) in place and return the image.
+
+    Args:
+        rgb: (H, W, 3) uint8, modified in place.
+        corners: (4, 2) pixel coordinates (x, y) in drawing order. Non-finite corners are
+            skipped (the box is simply not drawn).
+        colour: RGB colour.
+        thickness: line width in pixels.
+    """
+    c = np.asarray(corners, dtype=np.float64).reshape(-1, 2)
+    if c.shape[0] != 4 or not np.all(np.isfinite(c)):
+        return rgb
+    pts = np.round(c).astype(np.int32).reshape(-1, 1, 2)
+    # LINE_8, not anti-aliased: the box keeps its exact colour on any background.
+    cv2.polylines(rgb, [pts], isClosed=True, color=colour, thickness=thickness,
+                  lineType=cv2.LINE_8)
+    return rgb
+
+
+def draw_boxes(rgb: np.ndarray, boxes: Sequence | None, thickness: int = 2) -> np.ndarray:
+    """Draw the Reg-STN crops in place: ``boxes[0]`` red (crop 1), ``boxes[1]`` green (crop 2).
+
+    Crop 2 is drawn first so the scored crop 1 stays on top where they overlap.
+    """
+    if not boxes:
+        return rgb
+    colours = (CROP1_RGB, CROP2_RGB)
+    for i in reversed(range(min(2, len(boxes)))):
+        draw_quad(rgb, boxes[i], colours[i], thickness)
+    return rgb
+
+
+def mask_colours(labels: np.ndarray) -> np.ndarray:
+    """Label map -> colour image: label s + 1 gets ``SCORE_RGB[s]``; 0 and 255 stay black.
+
+    Args:
+        labels: (H, W) uint8, 0 = background, 1..4 = score 0..3, 255 = ignore.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    for s, col in enumerate(SCORE_RGB):
+        lut[s + 1] = col
+    lab = np.ascontiguousarray(labels, dtype=np.uint8)
+    return cv2.LUT(cv2.merge([lab, lab, lab]), lut.reshape(256, 1, 3))  # 10x numpy indexing
+
+
+def blend_mask(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.4) -> np.ndarray:
+    """Alpha-blend the score-coloured mask onto the frame (new array).
+
+    ``out = (1 - alpha) * frame + alpha * colour`` where the label is a score (1..4); elsewhere
+    (background 0, ignore 255) the frame is unchanged. A label map of another size is resized
+    to the frame with nearest-neighbour interpolation.
+
+    Args:
+        rgb: (H, W, 3) uint8.
+        labels: (h, w) uint8 label map.
+        alpha: opacity of the mask in [0, 1].
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    h, w = rgb.shape[:2]
+    lab: np.ndarray = np.asarray(labels, dtype=np.uint8)
+    if lab.shape != (h, w):
+        lab = cv2.resize(lab, (w, h), interpolation=cv2.INTER_NEAREST)
+    on = ((lab >= 1) & (lab <= len(SCORE_RGB))).astype(np.uint8)
+    out = rgb.copy()
+    if on.any():
+        blended = cv2.addWeighted(rgb, 1.0 - alpha, mask_colours(lab), alpha, 0.0)
+        cv2.copyTo(blended, on, out)
+    return out
+
+
+def blend_uncertainty(rgb: np.ndarray, unc: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """Overlay a per-pixel uncertainty heat map (inferno colour map), new array.
+
+    The opacity at each pixel is ``alpha * unc / 255`` so certain pixels leave the frame
+    untouched and the most uncertain ones are shown at ``alpha``.
+
+    Args:
+        rgb: (H, W, 3) uint8.
+        unc: (h, w) uint8, 0..255 (= std * 255 / 0.5 as the worker encodes it).
+        alpha: maximal opacity in [0, 1].
+    """
+    h, w = rgb.shape[:2]
+    u: np.ndarray = np.asarray(unc, dtype=np.uint8)
+    if u.shape != (h, w):
+        u = cv2.resize(u, (w, h), interpolation=cv2.INTER_LINEAR)
+    heat = cv2.cvtColor(cv2.applyColorMap(u, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+    a = u.astype(np.float32) * np.float32(alpha / 255.0)
+    return cv2.blendLinear(rgb, heat, 1.0 - a, a)
+
+
+def put_label(rgb: np.ndarray, text: str, org: tuple[int, int],
+              colour: tuple[int, int, int] = (255, 255, 255), scale: float = 0.5) -> np.ndarray:
+    """Write ``text`` with a dark backing box at ``org`` (top-left), in place."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (tw, th), base = cv2.getTextSize(text, font, scale, 1)
+    x, y = org
+    cv2.rectangle(rgb, (x, y), (x + tw + 6, y + th + base + 6), (0, 0, 0), thickness=-1)
+    cv2.putText(rgb, text, (x + 3, y + th + 3), font, scale, colour, 1, cv2.LINE_AA)
+    return rgb
+
+
+def format_probs(probs: Sequence[float]) -> str:
+    """``[0.1, 0.2, 0.6, 0.1]`` -> ``"p .10 .20 .60 .10"`` (probabilities of scores 0..3)."""
+    return "p " + " ".join(f"{float(p):.2f}".lstrip("0") if p < 1 else "1.0" for p in probs)
+
+
+def draw_scores(rgb: np.ndarray, score: int | None, probs: Sequence[float] | None,
+                video_score: int | None = None, video_probs: Sequence[float] | None = None,
+                ) -> np.ndarray:
+    """Write the frame score/probabilities and the running video score in the top-left corner.
+
+    The text size follows the image width, so small display frames are not covered by it.
+    """
+    scale = float(np.clip(rgb.shape[1] / 1100.0, 0.3, 0.8))
+    step = int(round(48 * scale)) + 2
+    if score is not None and probs is not None:
+        put_label(rgb, f"frame {score}  {format_probs(probs)}", (2, 2), SCORE_RGB[score], scale)
+    if video_score is not None and video_probs is not None:
+        put_label(rgb, f"video {video_score}  {format_probs(video_probs)}", (2, 2 + step),
+                  SCORE_RGB[video_score], scale)
+    return rgb
+
+
+def decode_png_b64(data: str | None) -> np.ndarray | None:
+    """Base64 PNG (as in the RESULT JSON's ``mask``) -> (H, W) uint8, or None if absent/bad."""
+    if not data:
+        return None
+    try:
+        buf = np.frombuffer(base64.b64decode(data, validate=False), dtype=np.uint8)
+    except (ValueError, TypeError):
+        return None
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None
+    return img if img.ndim == 2 else img[..., 0]
+
+
+def render_result(frame: np.ndarray, result: dict, show_mask: bool = True,
+                  show_uncertainty: bool = False, show_text: bool = True,
+                  mask_alpha: float = 0.4) -> np.ndarray:
+    """Compose one displayed frame from a RESULT message.
+
+    Args:
+        frame: (H, W) grey uint8 display frame (the RESULT's array).
+        result: the RESULT JSON (see the wire protocol in the team brief): uses ``boxes``,
+            ``mask``, ``score``, ``probs`` and ``video``. Missing keys draw nothing.
+        show_mask: blend the score-coloured segmentation mask.
+        show_uncertainty: blend the uncertainty heat map (if the result has one).
+        show_text: write the scores on the image.
+        mask_alpha: opacity of the mask.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    rgb = to_rgb(frame)
+    mask = result.get("mask") or None
+    if mask and show_mask:
+        labels = decode_png_b64(mask.get("png_b64"))
+        if labels is not None:
+            rgb = blend_mask(rgb, labels, mask_alpha)
+    if mask and show_uncertainty:
+        unc = decode_png_b64(mask.get("unc_png_b64"))
+        if unc is not None:
+            rgb = blend_uncertainty(rgb, unc)
+    draw_boxes(rgb, result.get("boxes"))
+    if show_text:
+        video = result.get("video") or {}
+        draw_scores(rgb, _int_or_none(result.get("score")), result.get("probs"),
+                    _int_or_none(video.get("score")), video.get("probs"))
+    return rgb
+
+
+def _int_or_none(v) -> int | None:
+    try:
+        s = int(v)
+    except (TypeError, ValueError):
+        return None
+    return s if 0 <= s < len(SCORE_RGB) else None
+
+
+def render_timeline(frame_scores: Sequence[float], running_scores: Sequence[float],
+                    width: int = 640, height: int = 180,
+                    expected: Sequence[float] | None = None) -> np.ndarray:
+    """Timeline plot of frame scores (dots coloured by score) and the running video score (line).
+
+    Drawn with OpenCV (the runtime has no matplotlib). x is the frame index within the current
+    video (the last ``width - margins`` points are shown), y the score 0..3.
+
+    Args:
+        frame_scores: per-frame argmax scores 0..3.
+        running_scores: running video score after each frame (same length).
+        width, height: image size in pixels.
+        expected: optional per-frame expected score ``sum_i i * p_i`` drawn as a thin grey line.
+
+    Returns:
+        (height, width, 3) uint8 RGB.
+    """
+    img = np.full((height, width, 3), 255, dtype=np.uint8)
+    left, right, top, bottom = 28, 8, 8, 22
+    pw, ph = width - left - right, height - top - bottom
+    font = cv2.FONT_HERSHEY_SIMPLEX
+
+    def y_of(s: float) -> int:
+        return int(round(top + ph - (s / 3.0) * ph))
+
+    for s in range(4):
+        y = y_of(s)
+        cv2.line(img, (left, y), (left + pw, y), (225, 225, 225), 1)
+        cv2.putText(img, str(s), (left - 16, y + 4), font, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
+    cv2.rectangle(img, (left, top), (left + pw, top + ph), (160, 160, 160), 1)
+    n = len(frame_scores)
+    if n != len(running_scores):
+        raise ValueError(f"frame_scores ({n}) and running_scores ({len(running_scores)}) "
+                         "must have the same length")
+    if n == 0:
+        cv2.putText(img, "waiting for results", (left + 8, top + ph // 2), font, 0.45,
+                    (120, 120, 120), 1, cv2.LINE_AA)
+        return img
+    start = max(0, n - pw)
+    span = max(1, min(n, pw) - 1)
+
+    def x_of(i: int) -> int:
+        return int(round(left + (i - start) * pw / span)) if n > 1 else left + pw // 2
+
+    idx = range(start, n)
+    if expected is not None and len(expected) == n:
+        pts = np.array([[x_of(i), y_of(float(expected[i]))] for i in idx], np.int32)
+        cv2.polylines(img, [pts.reshape(-1, 1, 2)], False, (170, 170, 170), 1, cv2.LINE_AA)
+    pts = np.array([[x_of(i), y_of(float(running_scores[i]))] for i in idx
+                    if np.isfinite(running_scores[i])], np.int32)
+    if len(pts):
+        cv2.polylines(img, [pts.reshape(-1, 1, 2)], False, (20, 20, 20), 2, cv2.LINE_AA)
+    for i in idx:  # dots on top of the line
+        s = int(frame_scores[i])
+        if 0 <= s < 4:
+            cv2.circle(img, (x_of(i), y_of(s)), 3, SCORE_RGB[s], -1, cv2.LINE_AA)
+    cv2.putText(img, f"frames {start}..{n - 1}   dots: frame score   line: video score",
+                (left, height - 5), font, 0.35, (60, 60, 60), 1, cv2.LINE_AA)
+    return img
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
+    """(H, W, 3) RGB uint8 -> JPEG bytes."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """(H, W, 3) RGB uint8 -> PNG bytes."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()

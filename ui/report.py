@@ -1,0 +1,214 @@
+"""The offline report tab: score a whole clip, show its timeline, video score and a strip of
+frames with overlays, and offer the results as JSON and CSV.
+
+Scoring goes through ``stream.score`` (the machinery behind ``pleura score``), so the report
+and the command line give the same numbers; this module only validates the upload, draws and
+writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ui import overlay
+from ui.results import expected_score
+from ui.safety import SafetyError, UploadLimits, check_upload
+
+if TYPE_CHECKING:
+    from ui.app import UiConfig
+
+log = logging.getLogger(__name__)
+
+STRIP_FRAMES = 8
+
+
+@dataclass(frozen=True)
+class FrameRow:
+    """One scored frame of a clip.
+
+    Attributes:
+        index: frame index in the clip.
+        probs: (4,) frame class probabilities.
+        video_probs: (4,) running video probabilities after this frame.
+        boxes: crop 1 and crop 2 corners in source-frame pixels ((2, 4, 2)), or None.
+    """
+
+    index: int
+    probs: tuple[float, ...]
+    video_probs: tuple[float, ...]
+    video_score: int
+    boxes: tuple | None = None
+
+    @property
+    def score(self) -> int:
+        return int(np.argmax(self.probs))
+
+
+@dataclass(frozen=True)
+class ClipReport:
+    """A scored clip: per-frame rows, the video prediction and how it was made."""
+
+    clip: str
+    rows: tuple[FrameRow, ...]
+    video_probs: tuple[float, ...]
+    backend: str
+    bundle: str
+    seconds: float
+
+    @property
+    def video_score(self) -> int:
+        # The running score is computed in the log domain by the scorer: long clips make
+        # every aggregate underflow to 0, so the argmax of video_probs would be meaningless.
+        return self.rows[-1].video_score
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "clip": self.clip, "bundle": self.bundle, "backend": self.backend,
+            "n_frames": len(self.rows), "seconds": round(self.seconds, 3),
+            "video": {"score": self.video_score, "probs": list(self.video_probs)},
+            "frames": [{"frame": r.index, "score": r.score, "probs": list(r.probs),
+                        "video_score": r.video_score, "video_probs": list(r.video_probs),
+                        "boxes": r.boxes} for r in self.rows],
+        }
+
+
+def write_csv(report: ClipReport, path: Path) -> Path:
+    """One line per frame: frame, score, p0..p3, video_score, video_p0..video_p3."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["frame", "score", "p0", "p1", "p2", "p3", "video_score",
+                    "video_p0", "video_p1", "video_p2", "video_p3"])
+        for r in report.rows:
+            w.writerow([r.index, r.score, *(f"{p:.6f}" for p in r.probs), r.video_score,
+                        *(f"{p:.6f}" for p in r.video_probs)])
+    return path
+
+
+def timeline_image(report: ClipReport, width: int = 900, height: int = 200) -> np.ndarray:
+    """(height, width, 3) RGB timeline: frame scores, running video score, expected score."""
+    return overlay.render_timeline([r.score for r in report.rows],
+                                   [float(r.video_score) for r in report.rows],
+                                   width=width, height=height,
+                                   expected=[expected_score(r.probs) for r in report.rows])
+
+
+def strip_indices(n: int, k: int = STRIP_FRAMES) -> list[int]:
+    """``k`` evenly spaced indices into ``n`` rows (all of them when ``n <= k``)."""
+    if n <= k:
+        return list(range(n))
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, k)})
+
+
+def strip_images(report: ClipReport, frames: dict[int, np.ndarray],
+                 ) -> list[tuple[np.ndarray, str]]:
+    """Frames with overlays for a gallery: [(RGB image, caption)]."""
+    out = []
+    for i in strip_indices(len(report.rows)):
+        r = report.rows[i]
+        img = frames.get(r.index)
+        if img is None:
+            continue
+        res = {"boxes": r.boxes, "score": r.score, "probs": list(r.probs),
+               "video": {"score": r.video_score, "probs": list(r.video_probs)}}
+        rgb = overlay.render_result(img, res, show_text=False)
+        out.append((rgb, f"frame {r.index}: score {r.score} (video {r.video_score})"))
+    return out
+
+
+def summary_html(report: ClipReport) -> str:
+    """The report's headline: video score, probabilities and provenance."""
+    cells = "".join(
+        f"<td style='padding:2px 8px;color:#fff;background:"
+        f"rgb{overlay.SCORE_RGB[i]}'>{i}: {p:.2f}</td>" for i, p in enumerate(report.video_probs))
+    fps = len(report.rows) / report.seconds if report.seconds > 0 else float("nan")
+    return (f"<div id='pleura-report-summary'><div>Video score of <b>{report.clip}</b></div>"
+            f"<div style='font-size:40px;font-weight:700' id='pleura-report-video-score'>"
+            f"{report.video_score}</div><table><tr>{cells}</tr></table>"
+            f"<div>{len(report.rows)} frames scored in {report.seconds:.1f} s "
+            f"({fps:.0f} frames/s), backend {report.backend}, bundle {report.bundle}</div></div>")
+
+
+def score_clip(path: Path, bundle: str | None, backend: str, limits: UploadLimits,
+               ) -> tuple[ClipReport, dict[int, np.ndarray]]:
+    """Score a whole clip with the ``pleura score`` machinery; keep the strip's frames.
+
+    Returns:
+        The report and {frame index: grey frame} for the frames the strip shows.
+    """
+    from ui import scoring  # the adapter to stream.score (imports engines lazily)
+
+    t0 = time.perf_counter()
+    rows, backend_name, bundle_name, frames = scoring.score_rows(
+        path, bundle=bundle, backend=backend, max_frames=limits.max_frames,
+        keep=lambda n: strip_indices(n))
+    if not rows:
+        raise SafetyError(f"{path.name!r} has no decodable frames")
+    report = ClipReport(clip=path.name, rows=tuple(rows), video_probs=rows[-1].video_probs,
+                        backend=backend_name, bundle=bundle_name,
+                        seconds=time.perf_counter() - t0)
+    return report, frames
+
+
+def make_report(upload: str | None, demo: str | None, clips: dict[str, Path], cfg: UiConfig,
+                out_dir: Path | None = None):
+    """The report button: (status markdown, summary html, timeline, gallery, files).
+
+    Never raises: a refused or failed clip becomes a status message on the page.
+    """
+    empty = (None, None, None, None)
+    try:
+        if upload:
+            path = check_upload(upload, cfg.limits)
+        elif demo and demo in clips:
+            path = check_upload(clips[demo], cfg.limits)
+        else:
+            raise SafetyError("upload a clip or pick a demo clip first")
+        report, frames = score_clip(path, cfg.bundle, cfg.backend, cfg.limits)
+    except SafetyError as exc:
+        return (f"**Not scored:** {exc}", *empty)
+    except Exception as exc:  # the page shows a message, never a traceback
+        log.exception("report failed")
+        return (f"**Scoring failed:** {type(exc).__name__}: {str(exc)[:300]}", *empty)
+    out = Path(out_dir or cfg.report_dir or tempfile.mkdtemp(prefix="pleura-report-"))
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(report.clip).stem
+    jpath = out / f"{stem}.scores.json"
+    jpath.write_text(json.dumps(report.to_json(), indent=1))
+    cpath = write_csv(report, out / f"{stem}.scores.csv")
+    status = f"Scored **{report.clip}**: video score **{report.video_score}**."
+    return (status, summary_html(report), timeline_image(report), strip_images(report, frames),
+            [str(jpath), str(cpath)])
+
+
+def build_report_tab(clips: dict[str, Path], cfg: UiConfig) -> None:
+    """Add the report widgets to the current Blocks context."""
+    import gradio as gr
+
+    gr.Markdown("Score a whole clip offline (the same engine path as `pleura score`). "
+                f"Limits: {cfg.limits.max_bytes // 2**20} MB, {cfg.limits.max_seconds:.0f} s, "
+                f"{', '.join(cfg.limits.extensions)}.")
+    with gr.Row():
+        upload = gr.File(label="clip", file_types=list(cfg.limits.extensions), type="filepath",
+                         elem_id="pleura-report-upload")
+        with gr.Column():
+            demo = gr.Dropdown(list(clips), value=None, label="or a demo clip")
+            go = gr.Button("Score clip", variant="primary", elem_id="pleura-report-go")
+    status = gr.Markdown("", elem_id="pleura-report-status")
+    summary = gr.HTML("", elem_id="pleura-report-html")
+    timeline = gr.Image(label="timeline", type="numpy", interactive=False,
+                        elem_id="pleura-report-timeline")
+    strip = gr.Gallery(label="frames with overlays", columns=STRIP_FRAMES, height="auto",
+                       elem_id="pleura-report-strip")
+    files = gr.File(label="download", file_count="multiple", interactive=False,
+                    elem_id="pleura-report-files")
+    go.click(lambda up, d: make_report(up, d, clips, cfg), [upload, demo],
+             [status, summary, timeline, strip, files], concurrency_limit=1)

@@ -1,0 +1,248 @@
+"""The UI's side of the sockets: newest RESULT in, CONTROL out. The UI never touches models.
+
+:class:`ResultSubscriber` is a background thread on a ZeroMQ SUB socket with ``CONFLATE``
+(latest wins): a slow page never builds a backlog, it just sees fewer results. It keeps only
+the newest result and a bounded timeline of frame and video scores in a :class:`ResultStore`,
+which the HTTP handlers read (``wait_newer`` lets a client long-poll for the next result).
+:class:`ControlPublisher` sends CONTROL messages (reset, pause, source change, ...) to the
+worker / capture / supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from stream import wire
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    """One received RESULT.
+
+    Attributes:
+        n: the store's own counter (1, 2, ...), monotonic even when ``seq`` restarts.
+        seq: the capture sequence number.
+        stream_id: source index.
+        meta: the RESULT JSON.
+        frame: (H, W) uint8 grey display frame.
+        stamps: (8,) float64 stage timestamps (:data:`stream.wire.STAGES`), "shown" set to
+            the time this process received it.
+    """
+
+    n: int
+    seq: int
+    stream_id: int
+    meta: dict[str, Any]
+    frame: np.ndarray
+    stamps: np.ndarray
+
+    @property
+    def t_grabbed(self) -> float:
+        return float(self.stamps[wire.STAGE["grabbed"]])
+
+    @property
+    def t_received(self) -> float:
+        return float(self.stamps[wire.STAGE["shown"]])
+
+
+def expected_score(probs) -> float:
+    """Expected score ``sum_i i * p_i`` of a probability vector (a smooth timeline value)."""
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    return float(np.dot(np.arange(p.size), p)) if p.size else float("nan")
+
+
+class ResultStore:
+    """Thread-safe newest result + bounded timeline of the current video.
+
+    The timeline restarts when the video's frame count goes backwards (reset, new loop pass,
+    restarted worker) or when the source changes.
+    """
+
+    def __init__(self, timeline_len: int = 2000) -> None:
+        self._cond = threading.Condition()
+        self._latest: LiveResult | None = None
+        self._n = 0
+        self._key: tuple | None = None
+        self._last_video_n = -1
+        self.frame_scores: deque[int] = deque(maxlen=timeline_len)
+        self.expected: deque[float] = deque(maxlen=timeline_len)
+        self.video_scores: deque[float] = deque(maxlen=timeline_len)
+        self.received = 0
+
+    def update(self, msg: wire.Message, t_recv: float | None = None) -> LiveResult | None:
+        """Store a decoded RESULT message (others are ignored); wake long-polling readers."""
+        if msg.kind != wire.Kind.RESULT or msg.array is None or msg.array.ndim != 2:
+            return None
+        meta = msg.meta
+        stamps = np.array(msg.stamps, dtype=np.float64)
+        stamps[wire.STAGE["shown"]] = time.time() if t_recv is None else t_recv
+        video = meta.get("video") or {}
+        key = (msg.stream_id, meta.get("source"))
+        vn = int(video.get("n_frames", -1)) if video.get("n_frames") is not None else -1
+        with self._cond:
+            # A new video: another source, or the running score started again (reset, loop
+            # pass, restarted worker), which shows as its frame count going backwards.
+            if key != self._key or (0 <= vn < self._last_video_n):
+                self._clear_timeline()
+            self._key, self._last_video_n = key, vn
+            score = meta.get("score")
+            if score is not None:
+                self.frame_scores.append(int(score))
+                self.expected.append(expected_score(meta.get("probs") or []))
+                vs = video.get("score")
+                self.video_scores.append(float(vs) if vs is not None else float("nan"))
+            self._n += 1
+            self.received += 1
+            self._latest = LiveResult(self._n, int(msg.seq), int(msg.stream_id), meta,
+                                      np.array(msg.array, dtype=np.uint8), stamps)
+            self._cond.notify_all()
+            return self._latest
+
+    def _clear_timeline(self) -> None:
+        self.frame_scores.clear()
+        self.expected.clear()
+        self.video_scores.clear()
+
+    def reset_timeline(self) -> None:
+        with self._cond:
+            self._clear_timeline()
+            self._last_video_n = -1
+
+    def latest(self) -> LiveResult | None:
+        with self._cond:
+            return self._latest
+
+    def wait_newer(self, after_n: int, timeout: float) -> LiveResult | None:
+        """The newest result with ``n > after_n``, waiting up to ``timeout`` s; else None."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._latest is None or self._latest.n <= after_n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self._latest
+
+    def timeline(self) -> tuple[list[int], list[float], list[float]]:
+        """Copies of (frame scores, running video scores, expected frame scores)."""
+        with self._cond:
+            return list(self.frame_scores), list(self.video_scores), list(self.expected)
+
+
+ADDRESS = re.compile(r"^(tcp://[^\s:/]+:\d{1,5}|ipc://\S+|inproc://\S+)$")
+
+
+def check_address(addr: str, what: str) -> str:
+    """Validate a ZeroMQ address early, so a typo is a message and not a dead thread.
+
+    Raises:
+        ValueError: naming ``what`` and the accepted forms.
+    """
+    if not isinstance(addr, str) or not ADDRESS.match(addr):
+        raise ValueError(f"{what} address {addr!r} is not valid; use tcp://HOST:PORT "
+                         "(e.g. tcp://127.0.0.1:5556) or ipc:///path/to.sock")
+    return addr
+
+
+class ResultSubscriber(threading.Thread):
+    """Daemon thread: SUB(CONFLATE) on ``addr`` -> :class:`ResultStore`.
+
+    A message that fails to decode is logged and dropped; the thread keeps running.
+    """
+
+    def __init__(self, addr: str, store: ResultStore, context: zmq.Context | None = None,
+                 poll_ms: int = 100) -> None:
+        super().__init__(name="pleura-ui-results", daemon=True)
+        self.addr = check_address(addr, "results")
+        self.store = store
+        self._ctx = context or zmq.Context.instance()
+        self._poll_ms = poll_ms
+        self._stop_evt = threading.Event()
+        self.bad = 0
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        sock = self._ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.CONFLATE, 1)  # must precede connect; latest result wins
+        sock.setsockopt(zmq.RCVHWM, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(self.addr)
+        self.ready.set()
+        try:
+            while not self._stop_evt.is_set():
+                if not sock.poll(self._poll_ms):
+                    continue
+                buf = sock.recv(copy=True)
+                t = time.time()
+                try:
+                    msg = wire.decode(buf)
+                except wire.WireError as exc:
+                    self.bad += 1
+                    log.warning("dropped a bad message on %s: %s", self.addr, exc)
+                    continue
+                try:
+                    self.store.update(msg, t)
+                except Exception:  # one bad result never stops the display
+                    self.bad += 1
+                    log.exception("dropped a result that could not be stored")
+        finally:
+            sock.close(0)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop_evt.set()
+        self.join(timeout)
+
+
+class ControlPublisher:
+    """Sends CONTROL messages ``{"cmd": ..., **params}`` on a PUB socket.
+
+    Args:
+        addr: the control address (tcp://host:port or ipc://...), or several (one PUB
+            connected to each: e.g. a stand-alone worker's and capture's control sockets).
+        bind: bind instead of connect (when the UI owns the address).
+    """
+
+    def __init__(self, addr: str | Sequence[str] | None, bind: bool = False,
+                 context: zmq.Context | None = None) -> None:
+        addrs = [addr] if isinstance(addr, str) else list(addr or [])
+        self.addrs = [check_address(a, "control") for a in addrs if a]
+        self._lock = threading.Lock()
+        self._sock = None
+        if self.addrs:
+            ctx = context or zmq.Context.instance()
+            self._sock = ctx.socket(zmq.PUB)
+            self._sock.setsockopt(zmq.LINGER, 0)
+            for a in self.addrs:
+                (self._sock.bind if bind else self._sock.connect)(a)
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def send(self, cmd: str, **params: Any) -> bool:
+        """Publish one CONTROL message; False when there is no control address."""
+        if self._sock is None:
+            return False
+        msg = wire.Message(kind=wire.Kind.CONTROL, meta={"cmd": cmd, **params})
+        msg.stamp("sent", time.time())
+        with self._lock:
+            self._sock.send(wire.encode(msg))
+        return True
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None

@@ -1,0 +1,74 @@
+"""The report page's scoring: ``stream.score`` (the ``pleura score`` machinery), nothing else.
+
+The scorer (bundle + engine) is created once per (bundle, backend) and kept, with one inference
+thread so a report never starves the live worker of CPU.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ui.report import FrameRow
+
+_scorers: dict[tuple[str | None, str], object] = {}
+_lock = threading.Lock()
+
+
+def get_scorer(bundle: str | None, backend: str, threads: int = 1):
+    """A cached :class:`stream.score.Scorer` for ``bundle`` (None: the default bundle)."""
+    from stream.score import scorer_from_bundle
+
+    key = (bundle, backend)
+    with _lock:
+        if key not in _scorers:
+            _scorers[key] = scorer_from_bundle(bundle, backend=backend, threads=threads)
+        return _scorers[key]
+
+
+def score_rows(path: Path, bundle: str | None, backend: str, max_frames: int,
+               keep: Callable[[int], list[int]],
+               ) -> tuple[list[FrameRow], str, str, dict[int, np.ndarray]]:
+    """Score every frame of ``path`` as ``pleura score`` does.
+
+    Args:
+        path: the clip (already checked by :func:`ui.safety.check_upload`).
+        bundle: bundle folder or None for the default bundle.
+        backend: engine backend.
+        max_frames: score at most this many frames.
+        keep: n_frames -> the row positions whose frames the caller wants back (the strip).
+
+    Returns:
+        (rows, backend name, bundle name, {frame index: (H, W) uint8 grey frame}).
+
+    Raises:
+        RuntimeError: the clip could not be scored (the message of ``pleura score``).
+    """
+    from engines.preprocess import to_grey
+    from stream.score import score_clip
+    from stream.sources import decode_file
+    from ui.report import FrameRow
+
+    scorer = get_scorer(bundle, backend)
+    with _lock:  # one engine, one report at a time
+        rec = score_clip(path, scorer, batch=16, max_frames=max_frames)
+    if not rec.get("ok"):
+        raise RuntimeError(f"{path.name}: {rec.get('error') or 'could not be scored'}")
+    rows = [FrameRow(index=int(f["index"]), probs=tuple(f["probs"]),
+                     video_probs=tuple(f["video_probs"]),
+                     video_score=int(f["video_score"]), boxes=f.get("boxes"))
+            for f in rec["frames"]]
+    wanted = {rows[i].index for i in keep(len(rows))}
+    frames: dict[int, np.ndarray] = {}
+    last = max(wanted, default=-1)
+    for i, df in enumerate(decode_file(path, max_frames=last + 1)):
+        if i in wanted:
+            frames[i] = to_grey(df.image)
+        if i >= last:
+            break
+    return rows, str(scorer.backend), str(scorer.name), frames
