@@ -1,0 +1,61 @@
+"""An *untrained* Reg-STN bundle for speed measurements (needs torch and ``train/``).
+
+Speed does not depend on the weights, so until (or without) a trained bundle, ``pleura bench
+--untrained`` and ``scripts/gpu-bench.sh`` measure the real architectures exported by the
+project's own exporter (:func:`train.export.export_bundle`: ONNX, parity check, int8 QDQ
+quantisation, manifest). Its scores mean nothing.
+
+    python -m benchmarks.devbundle OUT [--no-int8] [--seg unet,unetpp,deeplabv3p]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def make_untrained_bundle(out: str | Path, int8: bool = True, seg: Sequence[str] = ("unet",),
+                          seed: int = 0) -> Path:
+    """Export ``reg-stn`` (+ the ``seg`` members) with fresh random weights into ``out``.
+
+    Args:
+        out: bundle folder (created).
+        int8: also write the static int8 frame model (calibrated on simulated frames).
+        seg: segmentation architectures (``train.seg.models.ARCHITECTURES`` names).
+
+    Returns:
+        ``out``, a bundle that :func:`engines.load_bundle` verifies.
+    """
+    import torch
+
+    from train.export import SegRun, export_bundle
+    from train.models.registry import build_model
+    from train.seg.models import build_model as build_seg
+
+    torch.manual_seed(seed)  # the frame model first: same weights as the bench's baseline
+    frame = build_model("reg-stn")
+    members = [SegRun(a, build_seg(a), arch=a) for a in seg]
+    cmd = f"python -m benchmarks.devbundle {out}" + ("" if int8 else " --no-int8") + \
+        f" --seg {','.join(seg)}"
+    export_bundle(out, frame, seg=members, uninorm_e=[0.5] * 4, int8=int8,
+                  name="untrained-reg-stn", commands=[cmd], seed=seed,
+                  training={"data": "none: untrained weights, for speed measurements only"})
+    return Path(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.devbundle", description=__doc__)
+    p.add_argument("out", type=Path)
+    p.add_argument("--no-int8", action="store_true")
+    p.add_argument("--seg", default="unet", help="comma-separated seg members ('' for none)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    make_untrained_bundle(a.out, int8=not a.no_int8, seg=[s for s in a.seg.split(",") if s])
+    print(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
