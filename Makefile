@@ -23,10 +23,10 @@ live: setup-runtime
 	$(BIN)/pleura live $(ARGS)
 
 lint:
-	$(BIN)/ruff check stream engines train ui tests
+	$(BIN)/ruff check stream engines train ui benchmarks scripts tests
 
 test: setup-dev
-	$(BIN)/ruff check stream engines train ui tests
+	$(BIN)/ruff check stream engines train ui benchmarks scripts tests
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:

@@ -16,7 +16,17 @@ from collections.abc import Sequence
 
 # name -> (module, one-line help). The one place that lists what `pleura` can do.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("stream.bench", "measure decode, models, latency and scaling vs a naive baseline"),
     "synth": ("train.synth.cli", "write a simulated LUS dataset (videos, labels, masks)"),
+    "ui": ("ui.cli", "serve the web page alone, against a worker's result/control addresses"),
+    "export": ("train.export", "export trained runs to a verified model bundle (ONNX + manifest)"),
+    "build-engine": ("engines.cli_build", "build/cache TensorRT plans of a bundle on this GPU"),
+    "score": ("stream.score", "score video files/folders offline, as fast as possible"),
+    "live": ("stream.live", "live scoring: capture, worker and UI processes under a supervisor"),
+    "capture": ("stream.capture", "capture process alone: source -> frames on a ZeroMQ address"),
+    "worker": ("stream.worker", "worker process alone: frames -> models -> results address"),
+    "train": ("train.cli_train", "train a stage: pleura train frame|video|seg ..."),
+    "eval": ("train.cli_eval", "evaluate a stage: pleura eval frame|video|seg ..."),
 }
 
 _TRAIN_EXTRA_HINT = (
