@@ -22,7 +22,7 @@ import zmq
 
 from engines.preprocess import to_grey
 from stream.options import add_source_arguments, source_options
-from stream.procutil import Heartbeat, install_stop_handler, pub_socket
+from stream.procutil import Heartbeat, control_socket, install_stop_handler, pub_socket
 from stream.roi import RoiTracker
 from stream.sources import DecodedFrame, SourceError, SourceOptions, StateChange, open_source
 from stream.wire import Kind, Message, WireError, decode, encode
@@ -74,12 +74,7 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
     ctx: zmq.Context = zmq.Context.instance()
     pub = pub_socket(ctx, cfg.frames_addr, hwm=2)
     hb = Heartbeat(ctx, cfg.status_addr, "capture")
-    ctl = None
-    if cfg.control_addr:
-        ctl = ctx.socket(zmq.SUB)  # the UI / supervisor PUB connects here
-        ctl.setsockopt(zmq.LINGER, 0)
-        ctl.setsockopt(zmq.SUBSCRIBE, b"")
-        ctl.bind(cfg.control_addr)
+    ctl = control_socket(ctx, cfg.control_addr)
     session = time.time()
     seq, sent, state, paused, epoch = 0, 0, "playing", False, -1
     t_end = None if cfg.seconds is None else time.monotonic() + cfg.seconds

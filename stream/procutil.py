@@ -50,6 +50,17 @@ def sub_socket(ctx: zmq.Context, addr: str, conflate: bool = True, hwm: int = 10
     return s
 
 
+def control_socket(ctx: zmq.Context, addr: str | None) -> zmq.Socket | None:
+    """A SUB socket bound to ``addr`` that the UI / supervisor PUB connects to (or None)."""
+    if not addr:
+        return None
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.SUBSCRIBE, b"")
+    s.bind(addr)
+    return s
+
+
 class Heartbeat:
     """PUSHes HEARTBEAT messages to the supervisor's status address (never blocks)."""
 

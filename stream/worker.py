@@ -33,6 +33,7 @@ from stream.options import add_worker_arguments, resolve_bundle
 from stream.procutil import (
     Heartbeat,
     RateLimitedLog,
+    control_socket,
     install_stop_handler,
     pub_socket,
     sub_socket,
@@ -271,12 +272,7 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event,
         log.info("standby worker taking over")
     subs = [sub_socket(ctx, a, conflate=True) for a in cfg.frames_addrs]
     pub = pub_socket(ctx, cfg.results_addr, hwm=30)  # UI conflates; recorder / stats need all
-    ctl = None
-    if cfg.control_addr:
-        ctl = ctx.socket(zmq.SUB)  # the UI / supervisor PUB connects here
-        ctl.setsockopt(zmq.LINGER, 0)
-        ctl.setsockopt(zmq.SUBSCRIBE, b"")
-        ctl.bind(cfg.control_addr)
+    ctl = control_socket(ctx, cfg.control_addr)
     hb = Heartbeat(ctx, cfg.status_addr, "worker")
     poller = zmq.Poller()
     for s in subs + ([ctl] if ctl is not None else []):
