@@ -381,10 +381,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise SystemExit(f"pleura score: --batch must be >= 1, got {args.batch}")
-    if args.run:
-        scorer = scorer_from_run(args.run, device=args.device)
-    else:
-        scorer = scorer_from_bundle(args.bundle, backend=args.backend, threads=args.threads)
+    try:
+        if args.run:
+            scorer = scorer_from_run(args.run, device=args.device)
+        else:
+            scorer = scorer_from_bundle(args.bundle, backend=args.backend, threads=args.threads)
+    except (ValueError, OSError) as exc:  # BundleError is a ValueError; missing files OSError
+        print(f"pleura score: {exc}")
+        return 2
     if args.uninorm:
         scorer.e = read_uninorm_json(args.uninorm)
     doc = score_paths(args.paths, scorer, args.batch, args.max_frames)

@@ -154,6 +154,22 @@ def test_all_good_exits_0(setup, capsys):
     assert cli.main(["score", str(clips / "sim.mp4"), "--bundle", str(bundle)]) == 0
 
 
+def test_tampered_bundle_is_refused_with_a_message_not_a_traceback(setup, tmp_path, capsys):
+    import shutil
+
+    bundle, clips = setup
+    bad = tmp_path / "tampered"
+    shutil.copytree(bundle, bad)
+    agg = bad / "aggregator.json"
+    data = bytearray(agg.read_bytes())
+    data[5] ^= 0x01  # one changed byte
+    agg.write_bytes(bytes(data))
+    rc = cli.main(["score", str(clips / "sim.mp4"), "--bundle", str(bad)])
+    assert rc == 2
+    out = capsys.readouterr().out
+    assert "aggregator.json" in out and "pleura export" in out and "Traceback" not in out
+
+
 def test_error_mid_clip_keeps_frames_scored_before_it(setup):
     from types import SimpleNamespace
 
