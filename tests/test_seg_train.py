@@ -12,8 +12,9 @@ import torch
 from train.seg.config import ARCH_NAMES, TrainConfig
 from train.seg.eval_cli import add_arguments as eval_args
 from train.seg.eval_cli import run as eval_run
+from train.seg.models import ModelConfig, build_model
 from train.seg.run import load_run
-from train.seg.train import train
+from train.seg.train import train, warm_start
 from train.synth.writer import SynthConfig, write_dataset
 
 
@@ -57,6 +58,18 @@ def test_train_reload_evaluate(sim, tmp_path, capsys):
     u = res["uncertainty"][0]
     assert u["passes"] == 3 and np.isfinite(u["inside"]) and u["inside"] >= 0
     assert "Table IV" in capsys.readouterr().out
+
+    # --init-from: the weights come over exactly; another model config is refused
+    mcfg = ModelConfig(**config["model"])
+    fresh = build_model(mcfg)
+    warm_start(fresh, mcfg, out)
+    saved = torch.load(out / "best.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in saved.items())
+    with pytest.raises(ValueError, match="differs"):
+        warm_start(build_model(ModelConfig(arch="unet", norm=False)),
+                   ModelConfig(arch="unet", norm=False), out)
+    with pytest.raises(FileNotFoundError, match="init-from"):
+        warm_start(fresh, mcfg, tmp_path)
 
 
 def test_config_validates_arch_and_batch():

@@ -33,6 +33,7 @@ class TrainConfig:
     encoder: str = "resnet50"
     threads: int | None = None
     time_limit_min: float | None = None
+    init_from: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:

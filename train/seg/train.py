@@ -32,6 +32,24 @@ from train.seg.models import DEFAULT_DROPOUT, ModelConfig, build_model
 from train.seg.run import CLASSES
 
 
+def warm_start(model: torch.nn.Module, mcfg: ModelConfig, run_dir: str | Path) -> None:
+    """Load ``run_dir/best.pt`` into ``model``; the source run must have the same model config.
+
+    Raises:
+        FileNotFoundError: no ``best.pt`` in ``run_dir``.
+        ValueError: the source run is another architecture, encoder or normalisation.
+    """
+    path = Path(run_dir) / "best.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: --init-from needs a finished run folder")
+    src_cfg = json.loads((Path(run_dir) / "config.json").read_text())["model"]
+    if src_cfg != dataclasses.asdict(mcfg):
+        raise ValueError(f"--init-from {run_dir}: its model {src_cfg} differs from this run's "
+                         f"{dataclasses.asdict(mcfg)}")
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict(state)
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Train one member and write its run folder. Returns the best validation metrics."""
     from train.data.layout import read_dataset, split_by_patient
@@ -42,6 +60,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     mcfg = ModelConfig(arch=cfg.arch, encoder=cfg.encoder,
                        dropout=DEFAULT_DROPOUT[cfg.arch] if cfg.dropout is None else cfg.dropout)
     model = build_model(mcfg)  # before reading data: a bad encoder name fails at once
+    if cfg.init_from:
+        warm_start(model, mcfg, cfg.init_from)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = read_dataset(cfg.data, check_masks=False)

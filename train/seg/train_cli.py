@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--time-limit", type=float, default=None, dest="time_limit_min",
                    help="stop (validate, keep the best) after this many minutes")
+    p.add_argument("--init-from", default=None, metavar="RUN", dest="init_from",
+                   help="start from the weights of RUN/best.pt (same architecture), e.g. to "
+                        "continue a run with a lower learning rate")
     p.add_argument("--seed", type=int, default=d.seed)
 
 
@@ -43,7 +46,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        batch_size=args.batch_size, lr=args.lr, max_frames=args.max_frames,
                        val_frames=args.val_frames, probe=args.probe, dropout=args.dropout,
                        encoder=args.encoder, threads=args.threads,
-                       time_limit_min=args.time_limit_min, seed=args.seed)
+                       time_limit_min=args.time_limit_min,
+                       init_from=args.init_from, seed=args.seed)
 
 
 def run(args: argparse.Namespace) -> int:
