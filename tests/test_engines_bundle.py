@@ -158,9 +158,15 @@ def test_default_bundle_path():
     assert p.parts[-3:] == ("engines", "bundles", "default")
 
 
-def test_default_bundle_scores_without_torch():
-    """The shipped bundle loads (hashes, schema) and scores with torch blocked."""
-    if not (engines.default_bundle_path() / "manifest.json").is_file():
+SHIPPED = sorted(p.name for p in engines.default_bundle_path().parent.iterdir()
+                 if (p / "manifest.json").is_file())
+
+
+@pytest.mark.parametrize("name", SHIPPED or ["default"])
+def test_shipped_bundles_score_without_torch(name):
+    """Every shipped bundle loads (hashes, schema) and scores with torch blocked."""
+    path = engines.default_bundle_path().parent / name
+    if not (path / "manifest.json").is_file():
         pytest.skip("no default bundle in this checkout yet")
     import subprocess
     import sys
@@ -174,7 +180,7 @@ def test_default_bundle_scores_without_torch():
         "sys.meta_path.insert(0, _Block())\n"
         "import numpy as np, engines\n"
         "from engines.preprocess import preprocess_batch\n"
-        "eng = engines.create_engine(None, backend='onnxruntime', threads=1)\n"
+        f"eng = engines.create_engine({str(path)!r}, backend='onnxruntime', threads=1)\n"
         "rng = np.random.default_rng(0)\n"
         "frames = [rng.integers(0, 255, (300, 400), dtype=np.uint8) for _ in range(2)]\n"
         "x, _ = preprocess_batch(frames, eng.bundle.frame_spec)\n"
