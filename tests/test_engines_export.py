@@ -64,6 +64,17 @@ class TinySeg(nn.Module):
         return self.c2(self.drop(torch.relu(self.c1(x))))
 
 
+def assert_frame_parity(eng, model: torch.nn.Module, x: np.ndarray, atol: float = 1e-4):
+    """The engine's probs, θ₁ and θ₂ equal the PyTorch model's on ``x``; returns the engine's."""
+    out = eng.frame(x)
+    with torch.no_grad():
+        ref = model.eval()(torch.from_numpy(x))
+    for name in ("probs", "theta1", "theta2"):
+        np.testing.assert_allclose(getattr(out, name), ref[name].numpy(), atol=atol,
+                                   err_msg=name)
+    return out
+
+
 def test_tiny_export_round_trip(tmp_path):
     torch.manual_seed(0)
     frame, seg = TinyFrame(), TinySeg()
@@ -78,11 +89,7 @@ def test_tiny_export_round_trip(tmp_path):
     eng = engines.create_engine(tmp_path / "b", backend="onnxruntime", threads=1)
     assert eng.bundle.uninorm_e == (0.1, 0.2, 0.3, 0.4)
     x = random_frames(3, seed=42)
-    out = eng.frame(x)
-    with torch.no_grad():
-        ref = frame.eval()(torch.from_numpy(x))
-    np.testing.assert_allclose(out.probs, ref["probs"].numpy(), atol=1e-4)
-    np.testing.assert_allclose(out.theta2, ref["theta2"].numpy(), atol=1e-4)
+    assert_frame_parity(eng, frame, x)
     xs = np.random.default_rng(0).uniform(-1, 1, (1, 1, 200, 260)).astype(np.float32)
     with torch.no_grad():
         ref_seg = seg.eval()(torch.from_numpy(xs)).softmax(1).numpy()
@@ -155,11 +162,7 @@ def test_cli_export_of_run_folders(tmp_path):
     assert b.manifest["evaluation"]["seg_1"] == {"best": {"dice": 0.5}}
     eng = engines.create_engine(b, backend="onnxruntime")
     x = random_frames(2, seed=5)
-    out_f = eng.frame(x)
-    with torch.no_grad():
-        ref = model.eval()(torch.from_numpy(x))
-    np.testing.assert_allclose(out_f.probs, ref["probs"].numpy(), atol=1e-4)
-    np.testing.assert_allclose(out_f.theta1, ref["theta1"].numpy(), atol=1e-4)
+    out_f = assert_frame_parity(eng, model, x)
     assert np.abs(out_f.theta1[0] - out_f.theta1[1]).max() > 0  # theta depends on the input
 
 

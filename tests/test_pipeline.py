@@ -83,15 +83,22 @@ def _stop(*procs: subprocess.Popen) -> None:
             p.kill()
 
 
-def test_live_results_equal_offline_scoring(env, tmp_path):
+def _worker_sockets(tmp_path: Path, rcvhwm: int | None = None):
+    """IPC addresses for a worker under test, its bound status PULL and a results SUB."""
     a = {k: f"ipc://{tmp_path}/{k}.sock" for k in ("frames", "results", "status", "ctl")}
     ctx = zmq.Context.instance()
     status = ctx.socket(zmq.PULL)
     status.bind(a["status"])
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.setsockopt(zmq.RCVHWM, 10000)
+    if rcvhwm is not None:
+        sub.setsockopt(zmq.RCVHWM, rcvhwm)
     sub.connect(a["results"])
+    return a, ctx, status, sub
+
+
+def test_live_results_equal_offline_scoring(env, tmp_path):
+    a, _, status, sub = _worker_sockets(tmp_path, rcvhwm=10000)
     worker = subprocess.Popen(pleura("worker", "--frames", a["frames"], "--results",
                                      a["results"], "--status", a["status"], "--control", a["ctl"],
                                      "--bundle", str(env["bundle"]), "--backend", "onnxruntime",
@@ -221,15 +228,9 @@ def test_worker_killed_is_back_within_2s_and_capture_never_stops(env, tmp_path):
 
 
 def test_garbage_and_bad_frames_are_dropped_and_reset_works(env, tmp_path):
-    a = {k: f"ipc://{tmp_path}/{k}.sock" for k in ("frames", "results", "status", "ctl")}
-    ctx = zmq.Context.instance()
-    status = ctx.socket(zmq.PULL)
-    status.bind(a["status"])
+    a, ctx, status, sub = _worker_sockets(tmp_path)
     pub = ctx.socket(zmq.PUB)
     pub.bind(a["frames"])
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(a["results"])
     ctl = ctx.socket(zmq.PUB)
     ctl.connect(a["ctl"])
     worker = subprocess.Popen(pleura("worker", "--frames", a["frames"], "--results",
