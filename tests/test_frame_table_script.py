@@ -1,4 +1,4 @@
-"""scripts/frame_table.py: Table I rows from `pleura eval frame --json` files."""
+"""scripts/frame_table.py and train.frame.report: Table I rows from `pleura eval frame --json`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from train.frame.report import details_markdown, table_markdown
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "frame_table.py"
 
@@ -33,12 +35,12 @@ def _doc(micro: float) -> dict:
 def test_rows_from_json(ft, tmp_path):
     p = tmp_path / "a.json"
     p.write_text(json.dumps(_doc(0.6)))
-    docs = [ft.load(f"Reg-STN=A=B={p}")]  # the label may contain '='
-    assert docs[0][0] == "Reg-STN=A=B"
-    rows = ft.table_rows(docs)
+    label, doc = ft.load(f"Reg-STN=A=B={p}")  # the label may contain '='
+    assert label == "Reg-STN=A=B"
+    rows = table_markdown({label: doc["table"]}).splitlines()
     assert rows[2] == "| Reg-STN=A=B | " + " | ".join(["60.0"] * 9) + " |"
-    assert ft.table_rows(docs, "weighted_f1")[2].count("30.0") == 9
-    detail = ft.detail_rows(docs)[2]
+    assert table_markdown({label: doc["table"]}, "weighted_f1").splitlines()[2].count("30.0") == 9
+    detail = details_markdown({label: doc}).splitlines()[2]
     assert "10 (2)" in detail and "100 / 50 / 25 / 0" in detail and "80.0 vs 90.0" in detail
 
 

@@ -22,6 +22,29 @@ def table_markdown(rows: dict[str, dict], key: str = "micro_f1") -> str:
     return head + body
 
 
+def details_markdown(results: dict[str, dict]) -> str:
+    """Setting 1 details and localisation, one row per model.
+
+    Args:
+        results: {model name: evaluate() result (or its ``--json`` file)}.
+    """
+    out = ["| model | frames (stride) | weighted F1 | QWK | within-one | per-class F1 (0/1/2/3) "
+           "| σ₁ / σ₂ | pointing: crop 1 vs Grad-CAM |", "|---" * 8 + "|"]
+    for name, res in results.items():
+        s = res["setting1"]
+        loc = res.get("localisation") or {}
+        crop = (loc.get("stn_crop1") or {}).get("pointing")
+        cam = (loc.get("gradcam") or {}).get("pointing")
+        sig = (f"{loc['sigma1_mean']:.3f} / {loc['sigma2_mean']:.3f}"
+               if "sigma1_mean" in loc else "–")
+        point = "–" if cam is None else f"{_pct(crop)} vs {_pct(cam)}"
+        per_class = " / ".join(f"{100 * v:.0f}" for v in s["per_class_f1"])
+        out.append(f"| {name} | {s['n']} ({res.get('stride', 1)}) | {_pct(s['weighted_f1'])} "
+                   f"| {s['qwk']:.3f} | {_pct(s['within_one'])} | {per_class} | {sig} "
+                   f"| {point} |")
+    return "\n".join(out) + "\n"
+
+
 def format_summary(res: dict) -> str:
     """A terminal summary of one evaluation."""
     s1 = res["setting1"]
