@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests._shared_data import POCUS, needs_pocus
 from train.data.layout import DatasetError
 from train.data.pocus import read_pocus_manifest
-
-POCUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pocus"
-needs_pocus = pytest.mark.skipif(not (POCUS / "MANIFEST.csv").is_file(),
-                                 reason="shared/data/pocus not next to the repository")
 
 
 @needs_pocus

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +10,8 @@ import pytest
 from engines.preprocess import to_grey
 from stream.roi import Roi, RoiTracker, detect_roi, iou
 from stream.sources import decode_file
+from tests._shared_data import DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SCREEN = DATA / "device-screen" / "cit_linear_image_93029618565613.mp4"
 ANNOT = SCREEN.with_name("cit_linear_image_93029618565613.annotations.json")
 needs_screen = pytest.mark.skipif(not SCREEN.exists(), reason="shared/data/device-screen absent")

@@ -22,11 +22,7 @@ from stream.sources import (
     open_source,
     paced,
 )
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-POCUS = DATA / "pocus"
-needs_pocus = pytest.mark.skipif(not (POCUS / "MANIFEST.csv").exists(),
-                                 reason="shared/data/pocus not present")
+from tests._shared_data import POCUS, needs_pocus
 
 # One or more clips per container, including odd frame sizes (139x139 gif, 221x236 mp4).
 CLIPS = ["Cov-Atlas+(44).gif", "Reg-NormalLungs.mp4", "pneu-radiopaeda.mp4",
