@@ -77,10 +77,10 @@ def _log_terms(P: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     low = np.less(P, e)
     high = np.greater(P, e)
     safe_e = np.where(e > 0.0, e, 1.0)
-    safe_1me = np.where(e < 1.0, 1.0 - e, 1.0)
     with np.errstate(divide="ignore"):  # log(0) = -inf is meant: the aggregate is exactly 0/1
         r_lo = np.log(np.divide(P, safe_e, out=np.ones_like(P), where=low))
-        r_hi = np.log(np.divide(1.0 - P, safe_1me, out=np.ones_like(P), where=high))
+        # log1p keeps tiny x exact: log((1-x)/(1-e)) computed as 1-x would round x < 1e-16 away
+        r_hi = np.where(high, np.log1p(-np.where(high, P, 0.0)) - np.log1p(-e), 0.0)
     return low.any(axis=0), r_lo.sum(axis=0), high.any(axis=0), r_hi.sum(axis=0)
 
 
@@ -89,7 +89,8 @@ def _closed_form(has_low: np.ndarray, log_low: np.ndarray, has_high: np.ndarray,
     """(value, log value) of the aggregate from the sufficient statistics; both (C,)."""
     with np.errstate(divide="ignore"):
         log_e = np.log(e)
-        hi_val = 1.0 - (1.0 - e) * np.exp(log_high)
+        # 1 - (1-e) exp(L) as -expm1(L + log(1-e)): exact for values just above a tiny e
+        hi_val = -np.expm1(log_high + np.log1p(-np.minimum(e, 1.0)))
         log_val = np.where(has_low, log_e + log_low,
                            np.where(has_high, np.log(np.maximum(hi_val, e)), log_e))
     val = np.where(has_low, e * np.exp(log_low), np.where(has_high, hi_val, e))

@@ -32,7 +32,9 @@ def _loss_on(model, x, y):
 
 
 def test_one_epoch_lowers_the_loss(tiny_sim, tmp_path):  # noqa: F811
-    cfg = _cfg(tiny_sim, tmp_path / "run")
+    # 8 steps of 8 frames: with seeds 0-3 the loss drops by 0.24-0.65 (4 steps dropped it by
+    # only 0.048 for seed 0, under the 0.05 margin: issue #15); seeded, so never flaky
+    cfg = _cfg(tiny_sim, tmp_path / "run", frames_per_epoch=64)
     ds = read_dataset(tiny_sim)
     table = build_table(ds, None, progress=False)
     seed_everything(cfg.seed)
@@ -48,7 +50,7 @@ def test_one_epoch_lowers_the_loss(tiny_sim, tmp_path):  # noqa: F811
     assert after < before - 0.05, (before, after)
     with (out / "metrics.csv").open() as f:
         metrics = list(csv.DictReader(f))
-    assert len(metrics) == 1 and float(metrics[0]["frames"]) == 32
+    assert len(metrics) == 1 and float(metrics[0]["frames"]) == 64
     assert (out / "best.pt").exists() and (out / "config.json").exists()
 
 

@@ -155,6 +155,16 @@ def test_log_reduce_matches_value(P, e):
     assert np.all(got[~fine] < -600)
 
 
+def test_value_just_above_a_tiny_neutral_element_is_exact():
+    # found by hypothesis (issue #15): 1 - (1 - 5.5e-149) rounds to 0 in float64; the closed
+    # form now keeps it through log1p/expm1, so value and log agree with the exact answer
+    e = np.array([4.3e-204, 0.5, 0.5, 0.5])
+    P = np.array([[5.5e-149, 0.5, 0.5, 0.5]])
+    np.testing.assert_allclose(uninorm_reduce(P, e)[0], 5.5e-149, rtol=1e-12)
+    np.testing.assert_allclose(uninorm_reduce_log(P, e)[0], np.log(5.5e-149), rtol=1e-12)
+    np.testing.assert_allclose(uninorm(P[0], e, e)[0], 5.5e-149, rtol=1e-9)
+
+
 def test_running_reset_and_empty():
     e = np.array([0.1, 0.2, 0.3, 0.4])
     run = RunningUninorm(e)
