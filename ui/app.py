@@ -12,15 +12,17 @@ import logging
 import signal
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import gradio as gr
 from fastapi import Request
+from starlette.middleware import Middleware
 
 from ui import controls, live, report
 from ui.results import ControlPublisher, ResultStore, ResultSubscriber
 from ui.safety import DISCLAIMER, UploadLimits, check_exposure
+from ui.uploads import PrivateTempDir, UploadGuard
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,9 @@ class UiConfig:
         demo_dir: folder of demo clips offered as sources.
         limits: upload limits.
         control_bind: bind the control address instead of connecting to it.
-        report_dir: where report files are written (None: a temporary folder).
+        report_dir: where report files are written (None: the server's temporary folder,
+            removed on exit).
+        live_limits: bounds of the live endpoints (long-polls, streams, deadlines).
     """
 
     results_addr: str
@@ -114,6 +118,7 @@ class UiConfig:
     limits: UploadLimits = field(default_factory=UploadLimits)
     control_bind: bool = False
     report_dir: Path | None = None
+    live_limits: live.LiveLimits = field(default_factory=live.LiveLimits)
 
 
 def demo_clips(demo_dir: Path | None) -> dict[str, Path]:
@@ -159,10 +164,17 @@ def _auth_checker(app, auth: tuple[str, str] | None):
 
 
 class Server:
-    """A running page: the Gradio app, the result subscriber and the control socket."""
+    """A running page: the Gradio app, the result subscriber and the control socket.
+
+    Uploads, Gradio's cache and reports go to a private temporary folder that :meth:`close`
+    removes.
+    """
 
     def __init__(self, cfg: UiConfig) -> None:
         check_exposure(cfg.host, cfg.share, cfg.auth)
+        self.temp = PrivateTempDir()  # before the Blocks: Gradio reads it when they are built
+        if cfg.report_dir is None:
+            cfg = replace(cfg, report_dir=self.temp.path / "reports")
         self.cfg = cfg
         self.store = ResultStore()
         self.subscriber = ResultSubscriber(cfg.results_addr, self.store)
@@ -170,7 +182,7 @@ class Server:
         self.renderer = live.FrameRenderer()
         self.blocks = build_blocks(cfg, self.control)
         self.url = ""
-        self._stop = threading.Event()  # wait() returns when set
+        self._stop = threading.Event()  # wait() returns when set; open live streams end
         self._closed = threading.Event()  # close() ran
 
     def start(self) -> str:
@@ -182,9 +194,11 @@ class Server:
             share=self.cfg.share, prevent_thread_lock=True, quiet=True, show_error=False,
             max_file_size=self.cfg.limits.max_bytes, ssr_mode=False, footer_links=[],
             head=f"<script>{live.live_js()}</script>", css=CSS,
+            app_kwargs={"middleware": [Middleware(UploadGuard, limits=self.cfg.limits)]},
         )
         app.include_router(live.live_router(self.store, self.renderer,
-                                            _auth_checker(app, self.cfg.auth)))
+                                            _auth_checker(app, self.cfg.auth),
+                                            limits=self.cfg.live_limits, stopping=self._stop))
         self.url = share_url or url
         log.info("pleura UI on %s (results from %s, control to %s)", url,
                  self.cfg.results_addr, ", ".join(self.control.addrs) or "none")
@@ -203,7 +217,7 @@ class Server:
             self.close()
 
     def close(self) -> None:
-        """Stop serving and close the sockets (idempotent)."""
+        """Stop serving, close the sockets, delete the temporary folder (idempotent)."""
         self._stop.set()
         if self._closed.is_set():
             return
@@ -213,6 +227,7 @@ class Server:
         finally:
             self.subscriber.stop()
             self.control.close()
+            self.temp.close()
 
 
 def serve(results_addr: str, control_addr: str | Sequence[str] | None = None,

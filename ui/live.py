@@ -11,7 +11,9 @@ own small endpoints on the same server (and the same login):
 - ``GET pleura/timeline.png`` the timeline plot (frame scores + running video score).
 - ``GET pleura/state.json`` the newest result's JSON and the timeline, for scripts and tests.
 
-Each overlay combination of a result is rendered once and shared by all viewers.
+Each overlay combination of a result is rendered once and shared by all viewers. Every
+parameter is parsed and bounded (:mod:`ui.bounds`): a bad value is a 400 naming it, more
+long-polls or streams than :class:`LiveLimits` allows get a 503, and each has a deadline.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import anyio
 import fastapi
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ui import overlay
+from ui.bounds import BoundedStream, Gate, flag_param, float_param, int_param
 from ui.results import LiveResult, ResultStore
 
 ASSETS = Path(__file__).with_name("assets")
@@ -96,70 +101,127 @@ def finite(obj):
     return str(obj)
 
 
-def _flag(v: str | None, default: bool) -> bool:
-    return default if v is None else v.lower() in ("1", "true", "yes", "on")
+MAX_N = 2**53
+"""Largest ``after`` accepted (the store's counter never gets near it)."""
+
+
+@dataclass(frozen=True)
+class LiveLimits:
+    """What the live endpoints may cost, so no request can hang or starve the page (issue #15).
+
+    Attributes:
+        max_wait_s: longest long-poll of ``frame.jpg`` (``wait`` above it is a 400).
+        polls: ``frame.jpg`` long-polls at once, each on a thread of its own; one more is a 503.
+        streams: MJPEG streams at once; one more is a 503.
+        max_stream_s: hard end of one MJPEG stream (a viewer reconnects).
+        renders: JPEG / PNG encodes at once (more wait their turn, holding no thread).
+    """
+
+    max_wait_s: float = 2.0
+    polls: int = 16
+    streams: int = 4
+    max_stream_s: float = 600.0
+    renders: int = 4
 
 
 def live_router(store: ResultStore, renderer: FrameRenderer,
                 auth_check: Callable[[Request], bool] | None = None,
-                max_wait_s: float = 2.0) -> fastapi.APIRouter:
+                max_wait_s: float | None = None, limits: LiveLimits | None = None,
+                stopping: threading.Event | None = None) -> fastapi.APIRouter:
     """The live endpoints (see the module docstring) bound to one store.
+
+    The endpoints are ``async`` and run their blocking work on the threads of their own
+    :class:`ui.bounds.Gate`, never on the server's shared thread pool: a flood of long-polls
+    gets 503s while ``state.json`` and Gradio's own routes keep answering.
 
     Args:
         store: where the subscriber thread puts results.
         renderer: the shared JPEG renderer.
         auth_check: called with each request; False -> 401. None = open (loopback only, the
             safety rules guarantee that).
-        max_wait_s: longest long-poll.
+        max_wait_s: longest long-poll (overrides ``limits.max_wait_s``).
+        limits: the bounds; :class:`LiveLimits` defaults when None.
+        stopping: set when the server closes; open MJPEG streams end within ``max_wait_s``.
     """
+    lim = limits or LiveLimits()
+    if max_wait_s is not None:
+        lim = replace(lim, max_wait_s=max_wait_s)
+    stopping = stopping or threading.Event()
+    polls, streams = Gate("long-polls", lim.polls), Gate("MJPEG streams", lim.streams)
+    renders = anyio.CapacityLimiter(lim.renders)
 
-    def guard(request: Request) -> None:
+    async def guard(request: Request) -> None:  # async: a login check needs no thread
         if auth_check is not None and not auth_check(request):
             raise fastapi.HTTPException(status_code=401, detail="log in on the page first")
 
+    async def newer(after: int, wait_s: float) -> LiveResult | None:
+        latest = store.latest()
+        if latest is not None and after > latest.n:
+            after = 0  # a counter from an earlier server (the UI restarted): serve the newest
+        if wait_s == 0 or (latest is not None and latest.n > after):
+            return store.wait_newer(after, 0.0)
+        slot = polls.enter()
+        try:
+            return await anyio.to_thread.run_sync(store.wait_newer, after, wait_s,
+                                                  limiter=polls.limiter)
+        finally:
+            slot.release()
+
     router = fastapi.APIRouter(dependencies=[fastapi.Depends(guard)])
 
-    # Plain `def` endpoints: FastAPI runs them in its thread pool, so a long poll never blocks
-    # the event loop that Gradio's own events use.
     @router.get("/pleura/frame.jpg")
-    def frame_jpg(after: int = 0, mask: str | None = None, unc: str | None = None,
-                  text: str | None = None, wait: float = 1.0) -> Response:
-        r = store.wait_newer(after, min(max(wait, 0.0), max_wait_s))
+    async def frame_jpg(after: str | None = None, mask: str | None = None,
+                        unc: str | None = None, text: str | None = None,
+                        wait: str | None = None) -> Response:
+        n = int_param("after", after, 0, 0, MAX_N)
+        wait_s = float_param("wait", wait, min(1.0, lim.max_wait_s), 0.0, lim.max_wait_s)
+        show = (flag_param("mask", mask, True), flag_param("unc", unc, False),
+                flag_param("text", text, True))
+        r = await newer(n, wait_s)
         if r is None:
             return Response(status_code=204, headers={"Cache-Control": "no-store"})
-        data = renderer.jpeg(r, _flag(mask, True), _flag(unc, False), _flag(text, True))
+        data = await anyio.to_thread.run_sync(renderer.jpeg, r, *show, limiter=renders)
         return Response(content=data, media_type="image/jpeg", headers=result_headers(r))
 
     @router.get("/pleura/live.mjpg")
-    def live_mjpg(mask: str | None = None, unc: str | None = None,
-                  frames: int = 0) -> StreamingResponse:
+    async def live_mjpg(mask: str | None = None, unc: str | None = None,
+                        frames: str | None = None) -> StreamingResponse:
         """``frames`` > 0 ends the stream after that many frames (snapshots, tests)."""
-        show_mask, show_unc = _flag(mask, True), _flag(unc, False)
+        show_mask, show_unc = flag_param("mask", mask, True), flag_param("unc", unc, False)
+        n_frames = int_param("frames", frames, 0, 0, 1_000_000)
 
-        def parts() -> Iterator[bytes]:
+        async def parts() -> AsyncIterator[bytes]:
             last, sent = 0, 0
-            while frames <= 0 or sent < frames:
-                r = store.wait_newer(last, max_wait_s)
+            while (n_frames <= 0 or sent < n_frames) and not stopping.is_set():
+                r = await anyio.to_thread.run_sync(store.wait_newer, last, lim.max_wait_s,
+                                                   limiter=streams.limiter)
                 if r is None:
                     continue
                 last, sent = r.n, sent + 1
-                data = renderer.jpeg(r, show_mask, show_unc)
+                data = await anyio.to_thread.run_sync(renderer.jpeg, r, show_mask, show_unc,
+                                                      limiter=renders)
                 yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                        + str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")
 
-        return StreamingResponse(parts(), media_type="multipart/x-mixed-replace; boundary=frame",
-                                 headers={"Cache-Control": "no-store"})
+        return BoundedStream(parts(), streams.enter(), lim.max_stream_s,
+                             media_type="multipart/x-mixed-replace; boundary=frame",
+                             headers={"Cache-Control": "no-store"})
 
     @router.get("/pleura/timeline.png")
-    def timeline_png(w: int = 640, h: int = 180) -> Response:
+    async def timeline_png(w: str | None = None, h: str | None = None) -> Response:
+        width, height = int_param("w", w, 640, 200, 2000), int_param("h", h, 180, 80, 800)
         fs, vs, ex = store.timeline()
-        img = overlay.render_timeline(fs, vs, width=min(max(w, 200), 2000),
-                                      height=min(max(h, 80), 800), expected=ex)
-        return Response(content=overlay.encode_png(img), media_type="image/png",
+
+        def draw() -> bytes:
+            img = overlay.render_timeline(fs, vs, width=width, height=height, expected=ex)
+            return overlay.encode_png(img)
+
+        data = await anyio.to_thread.run_sync(draw, limiter=renders)
+        return Response(content=data, media_type="image/png",
                         headers={"Cache-Control": "no-store"})
 
     @router.get("/pleura/state.json")
-    def state_json() -> JSONResponse:
+    async def state_json() -> JSONResponse:  # async: answers even when every thread is busy
         r = store.latest()
         fs, vs, _ = store.timeline()
         body = {"received": store.received, "timeline": {"frame": fs, "video": vs},
@@ -168,8 +230,7 @@ def live_router(store: ResultStore, renderer: FrameRenderer,
             meta = finite({k: r.meta.get(k) for k in META_KEYS if k in r.meta})
             body["latest"] = {"n": r.n, "seq": r.seq, "t_grabbed": r.t_grabbed,
                               "t_received": r.t_received, "meta": meta}
-        return JSONResponse(finite(body),
-                            headers={"Cache-Control": "no-store"})
+        return JSONResponse(finite(body), headers={"Cache-Control": "no-store"})
 
     return router
 

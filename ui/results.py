@@ -11,6 +11,7 @@ worker / capture / supervisor.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -125,7 +126,14 @@ class ResultStore:
             return self._latest
 
     def wait_newer(self, after_n: int, timeout: float) -> LiveResult | None:
-        """The newest result with ``n > after_n``, waiting up to ``timeout`` s; else None."""
+        """The newest result with ``n > after_n``, waiting up to ``timeout`` s; else None.
+
+        Raises:
+            ValueError: ``timeout`` is negative, NaN or infinite (a NaN deadline never
+                passes: the wait would spin forever, issue #15).
+        """
+        if not math.isfinite(timeout) or timeout < 0:
+            raise ValueError(f"timeout must be a finite number of seconds >= 0, got {timeout}")
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._latest is None or self._latest.n <= after_n:
