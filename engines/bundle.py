@@ -13,7 +13,10 @@ Layout (``../shared/DESIGN.md``)::
       plans/             TensorRT plans built on the target GPU (not hashed: machine-specific)
 
 :func:`load_bundle` verifies the schema and the sha256 of every file the manifest lists, so a
-missing, truncated or altered file is refused at load, never later in the stream.
+missing, truncated or altered file is refused at load, never later in the stream. Every file
+name in the manifest must stay inside the bundle folder: a relative path without ``..``, no
+absolute path, and no symlink that resolves outside the folder; anything else is refused with a
+:class:`BundleError` naming the entry.
 """
 
 from __future__ import annotations
@@ -138,7 +141,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise _err(path, f"bundle {path}: manifest.json is missing")
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise _err(path, f"bundle {path}: manifest.json is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
         raise _err(path, f"bundle {path}: manifest.json must hold a JSON object")
@@ -149,8 +152,38 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def bundle_file(path: Path, name: Any) -> Path:
+    """``path / name`` for a file name taken from a manifest, confined to the bundle folder.
+
+    Args:
+        path: the bundle folder, resolved.
+        name: the manifest entry.
+
+    Raises:
+        BundleError: ``name`` is not a plain relative path inside the folder (absolute, has a
+            ``..`` part, or is a symlink that resolves outside it).
+    """
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise BundleError(f"bundle {path}: manifest.json names a file {name!r:.80}; file names "
+                          f"must be non-empty strings")
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or name.startswith("~"):
+        raise BundleError(f"bundle {path}: manifest.json entry {name!r:.200} points outside the "
+                          f"bundle folder; bundle files must be named relative to the folder, "
+                          f"without '..' (copy the file into the bundle and re-export)")
+    f = path / rel
+    try:
+        inside = f.resolve().is_relative_to(path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        inside = False
+    if not inside:
+        raise BundleError(f"bundle {path}: file {name!r:.200} is a link to a file outside the "
+                          f"bundle folder; replace the link by the file itself")
+    return f
+
+
 def verify_files(path: Path, manifest: Mapping[str, Any]) -> dict[str, str]:
-    """Check every file the manifest lists: present, same size, same sha256.
+    """Check every file the manifest lists: inside the folder, present, same size, same sha256.
 
     Returns:
         {relative name: sha256}.
@@ -163,11 +196,17 @@ def verify_files(path: Path, manifest: Mapping[str, Any]) -> dict[str, str]:
         raise _err(path, f"bundle {path}: manifest.json lists no files")
     out = {}
     for name, meta in files.items():
-        f = path / name
+        f = bundle_file(path, name)
+        if not isinstance(meta, dict):
+            raise _err(path, f"bundle {path}: manifest.json files[{name!r}] must be an object "
+                             f'{{"sha256": ..., "bytes": ...}}')
         if not f.is_file():
             raise _err(path, f"bundle {path}: file {name} is missing")
         size = f.stat().st_size
         want_size = meta.get("bytes")
+        if want_size is not None and not isinstance(want_size, int):
+            raise _err(path, f"bundle {path}: manifest.json files[{name!r}].bytes must be an "
+                             f"integer, got {want_size!r:.40}")
         if want_size is not None and size != int(want_size):
             kind = "truncated" if size < int(want_size) else "larger than recorded"
             raise _err(path, f"bundle {path}: file {name} is {kind} "
@@ -184,10 +223,10 @@ def verify_files(path: Path, manifest: Mapping[str, Any]) -> dict[str, str]:
 def _listed(path: Path, files: Mapping[str, str], name: str | None, field_name: str) -> Path:
     if not name:
         raise _err(path, f"bundle {path}: manifest.json has no {field_name}")
-    if name not in files:
-        raise _err(path, f"bundle {path}: {field_name} {name} is not listed (hashed) "
+    if not isinstance(name, str) or name not in files:
+        raise _err(path, f"bundle {path}: {field_name} {str(name)[:200]} is not listed (hashed) "
                          f"under files in manifest.json")
-    return path / name
+    return bundle_file(path, name)
 
 
 def load_bundle(path: str | Path | Bundle) -> Bundle:
@@ -205,6 +244,14 @@ def load_bundle(path: str | Path | Bundle) -> Bundle:
     path = Path(path).expanduser().resolve()
     manifest = _read_manifest(path)
     files = verify_files(path, manifest)
+    try:
+        return _build(path, manifest, files)
+    except (AttributeError, TypeError) as exc:  # e.g. a list where an object belongs
+        raise _err(path, f"bundle {path}: manifest.json does not have the bundle structure "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+def _build(path: Path, manifest: dict[str, Any], files: dict[str, str]) -> Bundle:
     models = manifest.get("models") or {}
     fm = models.get("frame") or {}
     frame_file = _listed(path, files, fm.get("file"), "models.frame.file")

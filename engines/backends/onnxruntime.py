@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from engines.backends.common import BundleEngine
-from engines.bundle import Bundle
+from engines.bundle import Bundle, BundleError
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,21 @@ class OrtEngine(BundleEngine):
         log.info("engine: %s, %s threads", self.describe(), threads or "all")
 
     def _session(self, model: Path) -> ort.InferenceSession:
+        """The session of one model file, created on first use.
+
+        Raises:
+            BundleError: ONNX Runtime cannot load the file; one line naming it.
+        """
         s = self._sessions.get(model)
         if s is None:
-            s = ort.InferenceSession(str(model), sess_options=self._options,
-                                     providers=self._providers)
+            try:
+                s = ort.InferenceSession(str(model), sess_options=self._options,
+                                         providers=self._providers)
+            except Exception as exc:  # noqa: BLE001 - ORT raises its own (pybind) types
+                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                raise BundleError(f"bundle {self.bundle.path}: ONNX Runtime cannot load "
+                                  f"{model.name} ({why}); re-export the bundle with `pleura "
+                                  f"export RUN --out DIR`") from None
             self._sessions[model] = s
         return s
 
