@@ -58,7 +58,8 @@ def _passthrough(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, 
         if v is not None:
             src += [flag, str(v)]
     wrk = ["--backend", args.backend, "--seg", args.seg, "--seg-hz", str(args.seg_hz),
-           "--mc-samples", str(args.mc_samples), "--frame-model", args.frame_model]
+           "--mc-samples", str(args.mc_samples), "--frame-model", args.frame_model,
+           "--max-streams", str(args.max_streams), "--stream-idle-s", str(args.stream_idle_s)]
     if args.threads:
         wrk += ["--threads", str(args.threads)]
     ui = ["--host", args.host, "--port", str(args.port)]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import engines
 from stream.sources import SourceOptions
+from stream.streamtable import DEFAULT_IDLE_S, DEFAULT_MAX_STREAMS
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,6 +40,26 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout passes (uncertainty)")
     p.add_argument("--frame-model", default="auto", choices=("auto", "fp32", "int8"),
                    help="ONNX Runtime frame model: the bundle's CPU default, fp32 or int8")
+    p.add_argument("--max-streams", type=_positive_int, default=DEFAULT_MAX_STREAMS,
+                   help="most streams whose state the worker holds; the least recently seen "
+                        f"is forgotten first (default {DEFAULT_MAX_STREAMS})")
+    p.add_argument("--stream-idle-s", type=_positive_float, default=DEFAULT_IDLE_S,
+                   help="the worker forgets a stream silent for this long "
+                        f"(default {DEFAULT_IDLE_S:.0f} s)")
+
+
+def _positive_int(v: str) -> int:
+    n = int(v)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _positive_float(v: str) -> float:
+    x = float(v)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return x
 
 
 def resolve_bundle(path: str | None) -> str:

@@ -89,18 +89,49 @@ class Heartbeat:
 
 
 class RateLimitedLog:
-    """Logs the first few occurrences of a problem, then one summary line per ``every_s``."""
+    """Logs the first few occurrences of a problem, then one summary line per ``every_s``.
+
+    ``count`` is the number of occurrences (logged or not): the counter behind the statistics.
+    """
 
     def __init__(self, logger: logging.Logger, every_s: float = 5.0, burst: int = 3):
         self.logger, self.every_s, self.burst = logger, every_s, burst
         self.count, self._last, self._suppressed = 0, 0.0, 0
 
-    def warning(self, msg: str, *args) -> None:
+    def log(self, level: int, msg: str, *args) -> None:
         self.count += 1
         now = time.monotonic()
         if self.count <= self.burst or now - self._last >= self.every_s:
             extra = f" (+{self._suppressed} similar)" if self._suppressed else ""
-            self.logger.warning(msg + extra, *args)
+            self.logger.log(level, msg + extra, *args)
             self._last, self._suppressed = now, 0
         else:
             self._suppressed += 1
+
+    def warning(self, msg: str, *args) -> None:
+        self.log(logging.WARNING, msg, *args)
+
+    def info(self, msg: str, *args) -> None:
+        self.log(logging.INFO, msg, *args)
+
+
+def exit_if_stuck(stop: threading.Event, done: threading.Event, grace_s: float,
+                  what: str) -> threading.Thread:
+    """Backstop for a clean stop: once ``stop`` is set, give the main loop ``grace_s`` seconds
+    to finish (it sets ``done``); if it is still blocked (in a decoder, a driver, a long sleep),
+    log it and end the process with exit code 1. Returns the (daemon) watcher thread."""
+
+    def watch() -> None:
+        while not done.is_set():
+            if stop.wait(0.2):
+                break
+        if done.wait(grace_s):
+            return
+        log.error("%s did not stop within %.1f s of the stop signal; exiting now", what,
+                  grace_s)
+        logging.shutdown()
+        os._exit(1)
+
+    t = threading.Thread(target=watch, name="exit-if-stuck", daemon=True)
+    t.start()
+    return t

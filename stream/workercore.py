@@ -1,0 +1,353 @@
+"""The worker's scoring core without sockets: engine, per-stream state, fault counters and
+the CONTROL semantics. :mod:`stream.worker` runs it as a process (and documents the behaviour:
+faults, bounded per-stream state, source states, CONTROL messages).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+import engines
+from engines.preprocess import preprocess_frame, to_grey
+from engines.uninorm import RunningUninorm
+from stream.messages import FrameMeta, SourceState
+from stream.procutil import RateLimitedLog
+from stream.results import crop_boxes_display, display_frame, timing_ms
+from stream.seglane import SegLane
+from stream.streamtable import DEFAULT_IDLE_S, DEFAULT_MAX_STREAMS, StreamState, StreamTable
+from stream.wire import Kind, Message, encode
+
+log = logging.getLogger("stream.worker")  # one logger name for the worker process's lines
+
+R = TypeVar("R")
+
+DEFAULT_E = (0.5, 0.5, 0.5, 0.5)
+MAX_FRAME_SIDE = 8192
+"""Largest frame side the worker scores (8K video is 7680 wide); larger frames are dropped."""
+STATUS_HW = (240, 320)
+"""Size of the blank display frame of a status result (a source that sent no frame yet)."""
+DROPS = ("garbage", "bad_meta", "bad_frame", "errors", "control", "reset_refused")
+"""Kinds of dropped messages counted in the heartbeat's ``dropped`` (plus evicted / expired)."""
+OTHER_COMMANDS = ("pause", "resume", "start", "stop", "source", "loop", "record")
+"""CONTROL commands meant for capture or the supervisor (the worker ignores them)."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Worker settings.
+
+    Attributes:
+        frames_addrs: one address per source to SUB from (CONFLATE: newest frame wins).
+        results_addr: address the results PUB binds.
+        bundle: model bundle folder.
+        backend: "auto", "onnxruntime" or "tensorrt".
+        threads: intra-op threads of the frame model (None: all cores, or all but one when
+            a segmentation lane runs on the CPU; the lane itself uses one thread).
+        control_addr: address to bind a SUB socket for CONTROL ({"cmd": "reset"}), or None.
+        status_addr: supervisor heartbeat address, or None.
+        seg: "auto" (inline on GPU, lane on CPU), "lane", "inline" or "off".
+        seg_hz: highest segmentation rate of the lane.
+        mc_samples: MC-dropout passes for the uncertainty map (0 = none).
+        display_max: long side of the display frame sent with each result.
+        restarted: this worker replaces one that died: video scores are marked restarted.
+        frame_model: "auto" (the bundle's CPU default), "fp32" or "int8" (ONNX Runtime).
+        max_streams: most streams whose state is held (least recently seen evicted first).
+        stream_idle_s: a stream silent for this long is forgotten.
+    """
+
+    frames_addrs: tuple[str, ...]
+    results_addr: str
+    bundle: str
+    backend: str = "auto"
+    threads: int | None = None
+    control_addr: str | None = None
+    status_addr: str | None = None
+    seg: str = "auto"
+    seg_hz: float = 2.0
+    mc_samples: int = 0
+    display_max: int = 640
+    restarted: bool = False
+    frame_model: str = "auto"
+    max_streams: int = DEFAULT_MAX_STREAMS
+    stream_idle_s: float = DEFAULT_IDLE_S
+
+
+class Worker:
+    """Owns the engine and the per-stream state; :func:`run_worker` owns the sockets and loop."""
+
+    def __init__(self, cfg: WorkerConfig) -> None:
+        self.cfg = cfg
+        bundle = engines.load_bundle(cfg.bundle)
+        self.bundle = bundle
+        gpu_hint = cfg.backend == "tensorrt"
+        lane = bundle.has_segmentation() and (cfg.seg == "lane" or (cfg.seg == "auto"
+                                                                    and not gpu_hint))
+        threads = cfg.threads
+        if threads is None and lane:  # one core for the seg lane, the rest for the scores
+            threads = max(1, (os.cpu_count() or 2) - 1)
+        opts = {} if cfg.frame_model == "auto" else {"frame_model": cfg.frame_model}
+        self.engine = engines.create_engine(bundle, backend=cfg.backend, threads=threads, **opts)
+        self.spec = bundle.frame_spec
+        self.e = np.asarray(bundle.uninorm_e or DEFAULT_E)
+        if bundle.uninorm_e is None:
+            log.warning("bundle %s has no aggregator.json; uninorm e = %s", bundle.name, DEFAULT_E)
+        self.backend = getattr(self.engine, "backend", "?")
+        gpu = getattr(self.engine, "device", "cpu") != "cpu"
+        mode = cfg.seg if cfg.seg != "auto" else ("inline" if gpu else "lane")
+        self.seg_mode = mode if bundle.has_segmentation() else "off"
+        self.seg: SegLane | None = None
+        if self.seg_mode != "off":
+            seg_engine = (self.engine if self.seg_mode == "inline" else
+                          engines.create_engine(bundle, backend=cfg.backend, threads=1))
+            self.seg = SegLane(seg_engine, bundle.seg_spec, cfg.seg_hz, cfg.mc_samples,
+                               threaded=self.seg_mode == "lane")
+        self.streams: StreamTable[StreamState] = StreamTable(cfg.max_streams, cfg.stream_idle_s)
+        self.faults = {k: RateLimitedLog(log) for k in DROPS}
+        self.resets = RateLimitedLog(log)
+        self.processed = 0
+        self.skipped = 0
+        self.state_changed: set[int] = set()
+
+    # ------------------------------------------------------------------ faults
+    def drop(self, kind: str, msg: str, *args) -> None:
+        """Count a dropped message of ``kind`` (one of :data:`DROPS`) and log it, rate-limited."""
+        self.faults[kind].warning(msg, *args)
+
+    def guard(self, what: str, fn: Callable[..., R], *args: Any) -> R | None:
+        """``fn(*args)``; any exception is logged (rate-limited), counted, and gives None."""
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - one message must never end the worker
+            self.drop("errors", "%s failed, dropped (%s: %.300s)", what, type(exc).__name__,
+                      str(exc))
+            log.debug("%s failed", what, exc_info=True)
+            return None
+
+    def dropped(self) -> dict[str, int]:
+        """Counts for the heartbeat: messages dropped by kind, stream states forgotten."""
+        out = {k: v.count for k, v in self.faults.items()}
+        out.update(evicted=self.streams.evicted, expired=self.streams.expired)
+        return out
+
+    # ------------------------------------------------------------------ per-stream state
+    def _new_state(self, sid: int, key: tuple | None) -> StreamState:
+        st = StreamState(RunningUninorm(self.e), restarted=self.cfg.restarted, key=key)
+        self._forget(self.streams.put(sid, st))
+        return st
+
+    def _forget(self, sids: list[int]) -> None:
+        for sid in sids:
+            self.state_changed.discard(sid)
+            if self.seg is not None:
+                self.seg.forget(sid)
+
+    def expire(self) -> None:
+        """Forget streams idle for longer than ``stream_idle_s``."""
+        self._forget(self.streams.expire())
+
+    def _state(self, msg: Message, fm: FrameMeta) -> StreamState:
+        st = self.streams.get(msg.stream_id)
+        key = fm.video_key
+        if st is None:
+            st = self._new_state(msg.stream_id, key)
+        elif st.key is None:  # known from a source-state message only: its first frame
+            st.key = key
+        elif key != st.key:  # new source, restarted capture or a new loop pass: new video
+            st.agg.reset()
+            st.restarted, st.key, st.last_seq, st.mask_seq = False, key, None, None
+            if self.seg is not None:
+                self.seg.forget(msg.stream_id)
+        st.source, st.source_state = fm.source, fm.state
+        if st.last_seq is not None and msg.seq > st.last_seq + 1:
+            gap = msg.seq - st.last_seq - 1
+            st.skipped += gap
+            self.skipped += gap
+        st.last_seq = msg.seq
+        return st
+
+    def on_source_state(self, sid: int, ss: SourceState) -> None:
+        """A capture's source-state message: remember it; the loop then publishes it."""
+        if ss.state is None:
+            return
+        st = self.streams.get(sid)
+        if st is None:
+            st = self._new_state(sid, key=None)
+        if ss.source is not None:
+            st.source = ss.source
+        st.source_state = ss.state
+        if st.last_result is None or st.last_result.meta.get("status_only"):
+            st.last_result = self._status_result(sid, st, ss.detail)
+        self.state_changed.add(sid)
+
+    def _status_result(self, sid: int, st: StreamState, detail: str) -> Message:
+        """A RESULT for a stream without a scored frame yet: its state, no scores."""
+        now = time.time()
+        meta = {"seq": st.last_seq or 0, "stream_id": sid, "source": st.source,
+                "status_only": True, "source_detail": detail, "frame_hw": None,
+                "display_hw": list(STATUS_HW), "probs": None, "score": None, "boxes": [],
+                "video": None, "mask": None, "skipped": st.skipped, "fps": 0.0,
+                "backend": self.backend, "bundle": self.bundle.name, "timing_ms": {},
+                "latency_ms": None, "worker_pid": os.getpid()}
+        res = Message(Kind.RESULT, sid, st.last_seq or 0, meta=meta,
+                      array=np.zeros(STATUS_HW, np.uint8))
+        res.stamp("grabbed", now)
+        res.stamp("published", now)
+        return res
+
+    def state_updates(self) -> list[bytes]:
+        """Encoded re-sends of the last result of every stream whose source state changed."""
+        out = []
+        for sid in sorted(self.state_changed):
+            st = self.streams.peek(sid)
+            if st is None or st.last_result is None:
+                continue
+            st.last_result.meta["source_state"] = st.source_state
+            st.last_result.meta["resent"] = True  # not a new frame (stats skip it)
+            raw = self.guard("re-sending a result", encode, st.last_result)
+            if raw is not None:
+                out.append(raw)
+        self.state_changed.clear()
+        return out
+
+    def reset(self, stream_id: int | None = None) -> None:
+        """Restart the video score of one stream (or all)."""
+        for sid in self.streams.ids():
+            if stream_id is None or sid == stream_id:
+                st = self.streams.peek(sid)
+                st.agg.reset()
+                st.restarted = False
+
+    def control(self, meta: dict[str, Any]) -> None:
+        """Apply one CONTROL message (semantics in the module docstring)."""
+        cmd = meta.get("cmd")
+        if isinstance(cmd, str) and cmd in OTHER_COMMANDS:
+            return
+        if cmd != "reset":
+            self.drop("control", "unknown control command %.40r ignored", cmd)
+            return
+        sid = meta.get("stream_id")
+        if sid is None:
+            self.reset()
+            self.resets.info("video score reset (all %d streams)", len(self.streams))
+        elif isinstance(sid, bool) or not isinstance(sid, int):
+            self.drop("reset_refused", "reset refused: stream_id must be an integer, got %.40r",
+                      sid)
+        elif sid not in self.streams:
+            self.drop("reset_refused", "reset refused: unknown stream %d (streams held: %.80s)",
+                      sid, str(self.streams.ids()))
+        else:
+            self.reset(sid)
+            self.resets.info("video score reset (stream %d)", sid)
+
+    # ------------------------------------------------------------------ the scoring path
+    def _prepare(self, msg: Message) -> tuple[np.ndarray, np.ndarray, Any] | None:
+        a = msg.array
+        if a is None or a.dtype != np.uint8 or a.ndim not in (2, 3):
+            self.drop("bad_frame", "stream %d seq %d: bad frame dropped (FRAME without a "
+                      "(H, W[, C]) uint8 image)", msg.stream_id, msg.seq)
+            return None
+        if max(a.shape[:2]) > MAX_FRAME_SIDE or min(a.shape[:2]) < 1:
+            self.drop("bad_frame", "stream %d seq %d: bad frame dropped (size %s; sides must "
+                      "be 1..%d)", msg.stream_id, msg.seq, a.shape, MAX_FRAME_SIDE)
+            return None
+        try:
+            grey = to_grey(a)
+            x, lb = preprocess_frame(grey, self.spec)
+        except ValueError as exc:
+            self.drop("bad_frame", "stream %d seq %d: bad frame dropped (%s)", msg.stream_id,
+                      msg.seq, exc)
+            return None
+        return grey, x, lb
+
+    def process(self, batch: list[tuple[Message, FrameMeta]]
+                ) -> list[tuple[Message, StreamState]]:
+        """Score a batch of FRAME messages (at most one per stream) -> (RESULT, its stream)."""
+        items = []
+        for msg, fm in batch:
+            got = self.guard(f"preparing stream {msg.stream_id} seq {msg.seq}", self._prepare,
+                             msg)
+            if got is not None:
+                items.append((msg, fm, *got))
+        if not items:
+            return []
+        t_pre = time.time()
+        out = self.engine.frame(np.stack([it[3] for it in items]))
+        t_inf = time.time()
+        results = []
+        for i, (msg, fm, grey, _x, lb) in enumerate(items):
+            res = self.guard(f"scoring stream {msg.stream_id} seq {msg.seq}", self._result,
+                             msg, fm, grey, lb, out, i, len(items))
+            if res is not None:
+                res[0].stamp("preprocessed", t_pre)
+                res[0].stamp("inferred", t_inf)
+                results.append(res)
+        return results
+
+    def _result(self, msg: Message, fm: FrameMeta, grey: np.ndarray, lb: Any, out: Any, i: int,
+                n: int) -> tuple[Message, StreamState] | None:
+        st = self._state(msg, fm)
+        probs = out.probs[i].astype(np.float64)
+        try:
+            st.agg.update(probs)
+        except ValueError as exc:
+            self.drop("bad_frame", "stream %d seq %d: %s", msg.stream_id, msg.seq, exc)
+            return None
+        disp, scale = display_frame(grey, self.cfg.display_max)
+        in_hw = (self.spec.height, self.spec.width)
+        meta = {
+            "seq": msg.seq, "stream_id": msg.stream_id, "source": st.source,
+            "frame_hw": list(grey.shape[:2]), "display_hw": list(disp.shape[:2]),
+            "index": fm.index, "pts_s": fm.pts_s,
+            "roi": list(fm.roi) if fm.roi else None,
+            "full_hw": list(fm.full_hw) if fm.full_hw else None,
+            "probs": probs.tolist(), "score": int(np.argmax(probs)),
+            "boxes": crop_boxes_display(out.theta1[i], out.theta2[i], lb, in_hw, scale),
+            "video": {"probs": st.agg.probs.tolist(), "score": st.agg.score,
+                      "n_frames": st.agg.n_frames, "restarted": st.restarted},
+            "mask": None, "batch": n, "worker_pid": os.getpid(),
+            "capture_session": fm.session, "capture_sent": fm.sent,
+        }
+        if self.seg is not None:
+            self.seg.submit(msg.stream_id, msg.seq, grey, disp.shape[:2])
+            got = self.seg.latest(msg.stream_id)
+            if got is not None:
+                meta["mask"], meta["mask_seq"] = got.payload, got.seq
+                if got.seq != st.mask_seq:  # count each mask's cost once
+                    meta["seg_ms"], st.mask_seq = got.ms, got.seq
+        res = Message(Kind.RESULT, msg.stream_id, msg.seq, stamps=msg.stamps.copy(),
+                      meta=meta, array=disp)
+        st.processed += 1
+        self.processed += 1
+        now = time.time()
+        if st.last_t:
+            dt = now - st.last_t
+            st.fps = 1.0 / dt if st.fps == 0 else 0.9 * st.fps + 0.1 / max(dt, 1e-6)
+        st.last_t = now
+        return res, st
+
+    def finish(self, res: Message, st: StreamState) -> bytes:
+        """Add the last stamps and worker-wide fields, encode; remember it as the last result."""
+        res.stamp("postprocessed", time.time())
+        res.meta.update({"skipped": st.skipped, "fps": round(st.fps, 2),
+                         "backend": self.backend, "bundle": self.bundle.name,
+                         "source_state": st.source_state})
+        res.stamp("published", time.time())
+        res.meta["timing_ms"] = timing_ms(res.stamps)
+        if "seg_ms" in res.meta:
+            res.meta["timing_ms"]["seg"] = res.meta.pop("seg_ms")
+        res.meta["latency_ms"] = round((res.at("published") - res.at("grabbed")) * 1000.0, 3)
+        raw = encode(res)
+        st.last_result = res
+        return raw
+
+    def close(self) -> None:
+        if self.seg is not None:
+            self.seg.close()
+        self.engine.close()
