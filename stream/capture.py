@@ -3,9 +3,15 @@
 Every frame gets the next sequence number and two stage stamps (``grabbed``: the source
 delivered it, ``sent``: handed to ZeroMQ). The PUB socket drops when its tiny queue is full, so a
 slow worker only ever sees a gap in the sequence numbers (it counts those as skipped), never a
-stalled capture. State changes of the source ("playing", "ended", "stalled", ...) go to the
-worker as HEARTBEAT messages on the same socket (only on change, so CONFLATE does not eat
-frames); periodic heartbeats go to the supervisor.
+stalled capture. State changes of the source ("connecting", "playing", "stalled",
+"reconnecting", "ended", "error") go to the worker as HEARTBEAT messages on the same socket (on
+change, and again every few seconds while no frame flows, so CONFLATE never eats a frame and a
+worker that joined late learns the state); periodic heartbeats go to the supervisor.
+
+Stopping: SIGINT / SIGTERM set the stop event; a watcher thread then closes the source, which
+ends a live source's wait (connecting, reconnecting, stalled) at once. If the loop is still
+blocked 3 s later (a decoder or driver call that does not return), the process exits anyway
+(:func:`stream.procutil.exit_if_stuck`).
 """
 
 from __future__ import annotations
@@ -21,8 +27,15 @@ import numpy as np
 import zmq
 
 from engines.preprocess import to_grey
+from stream.messages import MAX_DETAIL_CHARS, MAX_SOURCE_CHARS
 from stream.options import add_source_arguments, source_options
-from stream.procutil import Heartbeat, control_socket, install_stop_handler, pub_socket
+from stream.procutil import (
+    Heartbeat,
+    control_socket,
+    exit_if_stuck,
+    install_stop_handler,
+    pub_socket,
+)
 from stream.roi import RoiTracker
 from stream.sources import DecodedFrame, SourceError, SourceOptions, StateChange, open_source
 from stream.wire import Kind, Message, WireError, decode, encode
@@ -68,7 +81,13 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
         SourceError: the source cannot be opened (missing file / device, unreadable file).
     """
     stop = stop or threading.Event()
+    if len(cfg.source) > MAX_SOURCE_CHARS:
+        raise SourceError(f"source name is {len(cfg.source)} characters long; at most "
+                          f"{MAX_SOURCE_CHARS} are allowed")
     source = open_source(cfg.source, cfg.options)
+    done = threading.Event()
+    threading.Thread(target=_close_on_stop, args=(stop, done, source), daemon=True,
+                     name="capture-stop").start()
     roi_mode = cfg.roi or ("auto" if source.live else "off")
     tracker = RoiTracker(roi_mode)
     ctx: zmq.Context = zmq.Context.instance()
@@ -76,15 +95,16 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
     hb = Heartbeat(ctx, cfg.status_addr, "capture")
     ctl = control_socket(ctx, cfg.control_addr)
     session = time.time()
-    seq, sent, state, paused, epoch = 0, 0, "playing", False, -1
+    seq, sent, state, detail, paused, epoch = 0, 0, "playing", "", False, -1
     t_end = None if cfg.seconds is None else time.monotonic() + cfg.seconds
 
     def send_state(detail: str = "") -> None:
-        meta = {"source": cfg.source, "state": state, "detail": detail, "session": session}
+        meta = {"source": cfg.source, "state": state, "detail": detail[:MAX_DETAIL_CHARS],
+                "session": session}
         m = Message(Kind.HEARTBEAT, cfg.stream_id, seq, meta=meta)
         with contextlib.suppress(zmq.Again):
             pub.send(encode(m), zmq.NOBLOCK)
-        hb.beat(force=True, sent=sent, state=state, stream_id=cfg.stream_id)
+        hb.beat(force=True, sent=sent, state=state, stream_id=cfg.stream_id, session=session)
 
     log.info("capture %s -> %s (stream %d, roi %s)", cfg.source, cfg.frames_addr,
              cfg.stream_id, roi_mode)
@@ -95,9 +115,10 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
                 break
             paused = _poll_control(ctl, paused)
             if isinstance(ev, StateChange):
-                state = ev.state
-                log.info("source %s: %s %s", cfg.source, ev.state, ev.detail)
-                send_state(ev.detail)
+                if (ev.state, ev.detail) != (state, detail):  # not a repeat: log it
+                    log.info("source %s: %s %s", cfg.source, ev.state, ev.detail)
+                state, detail = ev.state, ev.detail
+                send_state(detail)
                 if state == "error":
                     return 1
                 continue
@@ -106,7 +127,7 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
                 while paused and not stop.is_set():
                     time.sleep(0.05)
                     paused = _poll_control(ctl, paused)
-                    hb.beat(sent=sent, state="paused", stream_id=cfg.stream_id)
+                    hb.beat(sent=sent, state="paused", stream_id=cfg.stream_id, session=session)
                 if source.live:
                     continue  # this frame is stale now; the source holds a newer one
             if ev.epoch != epoch:
@@ -135,18 +156,28 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
             except (ValueError, WireError) as exc:
                 log.warning("frame %d of %s dropped: %s", ev.index, cfg.source, exc)
             seq += 1
-            hb.beat(sent=sent, state=state, stream_id=cfg.stream_id)
+            hb.beat(sent=sent, state=state, stream_id=cfg.stream_id, session=session)
         else:
-            state = "ended"
+            state = "stopped" if stop.is_set() else "ended"
         send_state("capture stopped")
         return 0
     finally:
+        done.set()
         source.close()
-        hb.beat(force=True, sent=sent, state="stopped", stream_id=cfg.stream_id)
+        hb.beat(force=True, sent=sent, state="stopped", stream_id=cfg.stream_id,
+                session=session)
         pub.close(0)
         hb.close()
         if ctl is not None:
             ctl.close(0)
+
+
+def _close_on_stop(stop: threading.Event, done: threading.Event, source) -> None:
+    """Close ``source`` as soon as ``stop`` is set (ends a live source's waits at once)."""
+    while not done.is_set():
+        if stop.wait(0.1):
+            source.close()
+            return
 
 
 def _poll_control(ctl: zmq.Socket | None, paused: bool) -> bool:
@@ -184,7 +215,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stop = install_stop_handler()
+    stop, done = install_stop_handler(), threading.Event()
+    exit_if_stuck(stop, done, 3.0, "capture")
     cfg = CaptureConfig(source=args.source, frames_addr=args.frames, stream_id=args.stream_id,
                         status_addr=args.status, control_addr=args.control, roi=args.roi,
                         grey=not args.colour, options=source_options(args),
@@ -198,3 +230,5 @@ def run(args: argparse.Namespace) -> int:
         log.error("capture: cannot use address %s (%s); is another capture running?",
                   args.frames, exc)
         return 2
+    finally:
+        done.set()

@@ -2,9 +2,12 @@
 
 A reader thread decodes continuously and keeps only the newest frame (a one-slot mailbox), so
 a slow consumer never sees stale frames and the device's buffers never fill. The consumer side
-(:meth:`LiveSource.events`) reports "stalled" when no frame came for ``stall_s`` and
-"reconnecting" when the connection broke; the reader reopens with exponential backoff
-(0.25 s doubling up to ``max_backoff_s``). Each reconnection is a new epoch.
+(:meth:`LiveSource.events`) reports "connecting" until the first frame, "stalled" when no frame
+came for ``stall_s`` and "reconnecting" when the connection broke (or never came up); the reader
+reopens with exponential backoff (0.25 s doubling up to ``max_backoff_s``). Each reconnection is
+a new epoch. While no frame flows, the current state is yielded again every ``stall_s``, so a
+consumer that joined late learns it and the caller's loop regains control (to stop, to poll
+its control socket); :meth:`LiveSource.close` from another thread ends :meth:`events` at once.
 """
 
 from __future__ import annotations
@@ -98,18 +101,24 @@ class LiveSource(Source):
     def events(self) -> Iterator[Event]:
         self._thread = threading.Thread(target=self._reader, name="source-reader", daemon=True)
         self._thread.start()
-        yield StateChange("playing")
-        state, index, t0, epoch = "playing", 0, None, 0
+        state, detail, index, t0, epoch = "connecting", "", 0, None, 0
+        yield StateChange(state)
         while not self._stop.is_set():
             with self._cond:
-                self._cond.wait_for(lambda: self._fresh or self._failure is not None,
+                self._cond.wait_for(lambda: (self._fresh or self._failure is not None
+                                             or self._stop.is_set()),
                                     timeout=self.options.stall_s)
                 img, fresh, failure = self._frame, self._fresh, self._failure
                 self._fresh, self._failure = False, None
                 cur_epoch = self._epoch
+            if self._stop.is_set():
+                return
             if failure is not None and state != "reconnecting":
-                state = "reconnecting"
-                yield StateChange(state, failure)
+                state, detail = "reconnecting", failure
+                yield StateChange(state, detail)
+            elif not fresh and state in ("connecting", "reconnecting", "stalled"):
+                detail = failure or detail
+                yield StateChange(state, detail)  # still so: say it again (see module doc)
             if fresh and img is not None:
                 if state != "playing":
                     state = "playing"
@@ -121,14 +130,16 @@ class LiveSource(Source):
                 yield DecodedFrame(img, index, now - t0, epoch)
                 index += 1
             elif not fresh and failure is None and state == "playing":
-                state = "stalled"
-                yield StateChange(state, f"no frame for {self.options.stall_s:.1f} s")
+                state, detail = "stalled", f"no frame for {self.options.stall_s:.1f} s"
+                yield StateChange(state, detail)
 
     def close(self) -> None:
+        """Stop the reader and end :meth:`events`; safe from any thread, waits once (<= 2 s)."""
+        first = not self._stop.is_set()
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        if self._thread is not None:
+        if first and self._thread is not None:
             self._thread.join(timeout=2.0)
 
 
