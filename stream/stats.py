@@ -1,5 +1,11 @@
 """Run statistics for ``pleura live --headless --stats-json``: counts, latency percentiles,
 CPU / memory over time, and the video-score timeline. Fed by the supervisor's results SUB.
+
+Counters survive restarts: every capture process (a *capture session*) counts its own sent
+frames from 0, and every worker its skipped frames, so "captured" is the sum over capture
+sessions of each session's count (from its heartbeats, and from the ``capture_sent`` the worker
+copies into each result, whichever is larger) and "skipped" the sum over worker processes.
+Hence ``processed <= captured`` holds across any capture or worker restart.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ class RunStats:
         self.e2e: list[float] = []              # received here - grabbed (ms)
         self.stages: dict[str, list[float]] = defaultdict(list)
         self.timeline: dict[int, list[list[Any]]] = defaultdict(list)
-        self.captured: dict[int, int] = {}
-        self.skipped: dict[int, int] = {}
+        self.sessions: dict[int, dict[Any, int]] = defaultdict(dict)  # sid -> session -> sent
+        self.skips: dict[int, dict[Any, int]] = defaultdict(dict)     # sid -> worker -> skipped
+        self.dropped: dict[Any, dict[str, int]] = {}                  # worker pid -> counts
         self.resources: list[dict[str, float]] = []
         self.events: list[dict[str, Any]] = []
         self.sources: dict[int, str] = {}
@@ -49,7 +56,10 @@ class RunStats:
             return
         self.results[sid] += 1
         self.sources[sid] = str(m.get("source"))
-        self.skipped[sid] = int(m.get("skipped", 0))
+        self.skips[sid][m.get("worker_pid")] = int(m.get("skipped", 0))
+        sent = m.get("capture_sent")
+        if isinstance(sent, int):  # this frame was its capture session's (sent + 1)-th
+            self._count(sid, m.get("capture_session"), sent + 1)
         self.backend, self.bundle = m.get("backend"), m.get("bundle")
         grabbed = msg.at("grabbed")
         self.latency.append((msg.at("published") - grabbed) * 1000.0)
@@ -61,9 +71,26 @@ class RunStats:
                                    video.get("score"), video.get("n_frames"),
                                    bool(video.get("restarted")), round(self.e2e[-1], 2)])
 
+    def _count(self, sid: int, session: Any, sent: int) -> None:
+        per = self.sessions[sid]
+        per[session] = max(per.get(session, 0), sent)
+
     def on_heartbeat(self, meta: dict[str, Any]) -> None:
         if meta.get("role") == "capture" and "sent" in meta:
-            self.captured[int(meta.get("stream_id", 0))] = int(meta["sent"])
+            session = meta.get("session", ("pid", meta.get("pid")))
+            self._count(int(meta.get("stream_id", 0)), session, int(meta["sent"]))
+        elif meta.get("role") == "worker" and isinstance(meta.get("dropped"), dict):
+            self.dropped[meta.get("pid")] = dict(meta["dropped"])
+
+    @property
+    def captured(self) -> dict[int, int]:
+        """Frames sent per stream, summed over capture sessions."""
+        return {sid: sum(per.values()) for sid, per in self.sessions.items()}
+
+    @property
+    def skipped(self) -> dict[int, int]:
+        """Frames skipped per stream, summed over worker processes."""
+        return {sid: sum(per.values()) for sid, per in self.skips.items()}
 
     def sample_resources(self, pids: dict[str, int]) -> None:
         """CPU % and RSS (MiB) of each process, plus the total."""
@@ -86,21 +113,28 @@ class RunStats:
     def summary(self) -> dict[str, Any]:
         dur = max(time.time() - self.t0, 1e-6)
         per_stream = {}
-        for sid in sorted(set(self.results) | set(self.captured)):
-            cap, done = self.captured.get(sid, 0), self.results.get(sid, 0)
+        captured, skipped = self.captured, self.skipped
+        for sid in sorted(set(self.results) | set(captured)):
+            cap, done = captured.get(sid, 0), self.results.get(sid, 0)
             per_stream[str(sid)] = {
                 "source": self.sources.get(sid), "captured": cap, "processed": done,
-                "skipped": self.skipped.get(sid, 0),
+                "capture_sessions": len(self.sessions.get(sid, {})),
+                "skipped": skipped.get(sid, 0),
                 "scored_pct": round(100.0 * done / cap, 2) if cap else None,
                 "fps": round(done / dur, 2)}
-        captured, processed = sum(self.captured.values()), sum(self.results.values())
+        n_cap, processed = sum(captured.values()), sum(self.results.values())
+        dropped: dict[str, int] = defaultdict(int)
+        for counts in self.dropped.values():
+            for k, v in counts.items():
+                dropped[k] += int(v) if isinstance(v, int) else 0
         res = self.resources[1:]  # the first cpu_percent sample is always 0
         return {
             "duration_s": round(dur, 2), "backend": self.backend, "bundle": self.bundle,
-            "frames": {"captured": captured, "processed": processed,
-                       "skipped": sum(self.skipped.values()),
-                       "not_scored": max(0, captured - processed),
-                       "scored_pct": round(100.0 * processed / captured, 2) if captured else None},
+            "frames": {"captured": n_cap, "processed": processed,
+                       "skipped": sum(skipped.values()),
+                       "not_scored": max(0, n_cap - processed),
+                       "scored_pct": round(100.0 * processed / n_cap, 2) if n_cap else None},
+            "worker_dropped": dict(dropped),
             "fps": round(processed / dur, 2), "streams": per_stream,
             "latency_ms": {"worker_pipeline": percentiles(self.latency),
                            "end_to_end": percentiles(self.e2e)},

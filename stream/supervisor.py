@@ -6,9 +6,11 @@
   ``--restarted`` so its video scores are marked as restarted), a silent one after
   ``hang_s``; a crashed capture / UI / recorder is restarted with backoff;
 - routes the UI's CONTROL messages: "reset"/"pause"/"resume"/"start"/"stop" are forwarded to
-  worker and captures; "source" / "loop" restart capture ``stream_id`` (default 0) with the
-  new source / loop flag;
-  "record" (``on``: bool, optional ``dir``) starts / stops the recorder;
+  worker and captures (what the worker does with them: :mod:`stream.worker`); "source" /
+  "loop" restart capture ``stream_id`` (default 0; another value must be the integer id of a
+  capture, else the message is refused with a log line) with the new source (``uri``) / loop
+  flag; "record" (``on``: bool, optional ``dir``) starts / stops the recorder; control log
+  lines are rate-limited and cut to 200 characters;
 - collects run statistics when asked (:mod:`stream.stats`);
 - on Ctrl-C / SIGTERM (or ``seconds``, or every file source ended in headless mode) stops all
   children: SIGTERM, then SIGKILL after a grace period.
@@ -28,7 +30,9 @@ from pathlib import Path
 
 import zmq
 
+from stream.messages import MAX_SOURCE_CHARS
 from stream.pipeline import Plan, ProcSpec, recorder_spec
+from stream.procutil import RateLimitedLog
 from stream.stats import RunStats
 from stream.wire import Kind, WireError, decode, encode
 
@@ -70,6 +74,7 @@ class Supervisor:
         self.record_dir: str | None = None
         self.t_start = time.time()
         self.ready_timeout_s = 30.0
+        self.control_log = RateLimitedLog(log)
 
     # ------------------------------------------------------------------ processes
     def _start(self, c: Child) -> None:
@@ -155,22 +160,32 @@ class Supervisor:
         try:
             msg = decode(raw)
         except WireError as exc:
-            log.warning("bad control message dropped: %s", exc)
+            self.control_log.warning("bad control message dropped: %s", exc)
             return
         if msg.kind != Kind.CONTROL:
             return
         cmd = msg.meta.get("cmd")
-        log.info("control: %s", msg.meta)
+        self.control_log.info("control: %.200s", msg.meta)
         if cmd == "record":
             self._record(bool(msg.meta.get("on", True)), msg.meta.get("dir"))
             return
         if cmd in ("source", "loop"):
             sid = msg.meta.get("stream_id", 0)
-            cap = self.children.get(f"capture-{sid if isinstance(sid, int) else 0}")
+            cap = (self.children.get(f"capture-{sid}")
+                   if isinstance(sid, int) and not isinstance(sid, bool) else None)
             if cap is None:
+                self.control_log.warning("control %s refused: no capture with stream_id %.40r",
+                                         cmd, sid)
+                return
+            uri = msg.meta.get("uri")
+            if cmd == "source" and not (isinstance(uri, str) and 0 < len(uri) <= MAX_SOURCE_CHARS
+                                        and not uri.startswith("-") and "\0" not in uri):
+                self.control_log.warning("control source refused: uri must be a file path or "
+                                         "URL of 1..%d characters, got %.60r", MAX_SOURCE_CHARS,
+                                         uri)
                 return
             extra = list(cap.extra)
-            if cmd == "source" and isinstance(msg.meta.get("uri"), str):
+            if cmd == "source":
                 argv = list(cap.spec.argv)
                 i = argv.index("--source")
                 argv[i + 1] = msg.meta["uri"]
@@ -182,7 +197,10 @@ class Supervisor:
             cap.extra, cap.done = extra, False
             if cap.proc is not None and cap.proc.poll() is None:
                 cap.proc.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
+                try:
+                    cap.proc.wait(5.0)
+                except subprocess.TimeoutExpired:  # it holds the frames address: free it
+                    cap.proc.kill()
                     cap.proc.wait(2.0)
             cap.proc, cap.next_start = None, 0.0
         else:
