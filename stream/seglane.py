@@ -18,6 +18,7 @@ import numpy as np
 
 from engines.base import Engine
 from engines.preprocess import PreprocessSpec, preprocess_frame
+from stream.procutil import RateLimitedLog
 from stream.results import mask_payload
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class SegLane:
         self._done: dict[int, SegResult] = {}
         self._cond = threading.Condition()
         self._stop = False
+        self.failures = RateLimitedLog(log)  # e.g. a member ONNX Runtime cannot load
         self._thread = None
         if threaded:
             self._thread = threading.Thread(target=self._loop, name="seg-lane", daemon=True)
@@ -95,7 +97,8 @@ class SegLane:
                 with self._cond:
                     self._done[sid] = res
             except Exception as exc:  # a failing frame must not kill the lane
-                log.warning("segmentation of stream %d seq %d failed: %s", sid, seq, exc)
+                self.failures.warning("segmentation of stream %d seq %d failed: %s", sid, seq,
+                                      exc)
             order = [s for s in order if s != sid] + [sid]
             wait = self.period - (time.monotonic() - t0)
             if wait > 0:

@@ -361,6 +361,18 @@ def test_unloadable_model_is_a_one_line_error_and_exit_2(tmp_path):
     assert len(msg) == 1 and msg[0].startswith("pleura score: bundle ")
 
 
+def test_unloadable_segmentation_member_is_a_bundle_error_naming_it(tmp_path):
+    b = make_dummy_bundle(tmp_path / "b", seg=True)
+    (b / "seg-dummy.onnx").write_bytes(b"\x00" * 64)
+    m = json.loads((b / "manifest.json").read_text())
+    m["files"]["seg-dummy.onnx"] = {"sha256": sha256_file(b / "seg-dummy.onnx"), "bytes": 64}
+    (b / "manifest.json").write_text(json.dumps(m))
+    eng = create_engine(b, backend="onnxruntime", threads=1)  # the frame model loads
+    spec = eng.bundle.seg_spec
+    with pytest.raises(BundleError, match=r"cannot load seg-dummy\.onnx"):
+        eng.segment(np.zeros((1, spec.channels, spec.height, spec.width), np.float32))
+
+
 # --------------------------------------------------------------------------- item 7
 
 
