@@ -21,11 +21,15 @@ class FrameOutput:
         theta1: (B, 2, 3) float32, affine transform of crop 1 in ``affine_grid`` convention
             (output grid in [-1, 1] -> input coordinates in [-1, 1]).
         theta2: (B, 2, 3) float32, the same for crop 2.
+        findings: (B, F) float32 sigmoid probabilities of the findings named in the bundle's
+            ``models.frame.finding_names`` (e.g. B-lines, consolidations), or None when the
+            frame model has no findings head.
     """
 
     probs: np.ndarray
     theta1: np.ndarray
     theta2: np.ndarray
+    findings: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

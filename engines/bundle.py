@@ -110,6 +110,12 @@ class Bundle:
     def name(self) -> str:
         return str(self.manifest.get("name") or self.path.name)
 
+    @property
+    def finding_names(self) -> tuple[str, ...]:
+        """Names of the frame model's ``findings`` output, () when it has no findings head."""
+        names = (self.manifest.get("models", {}).get("frame", {}) or {}).get("finding_names")
+        return tuple(str(n) for n in names) if isinstance(names, list) else ()
+
     def has_segmentation(self) -> bool:
         return bool(self.seg_members)
 
@@ -291,6 +297,14 @@ def _build(path: Path, manifest: dict[str, Any], files: dict[str, str]) -> Bundl
                   seg_members=tuple(members), uninorm_e=e, files=files)
 
 
+def _frame_outputs(finding_names: Iterable[str]) -> dict[str, str]:
+    names = list(finding_names)
+    if not names:
+        return dict(FRAME_OUTPUTS)
+    return {**FRAME_OUTPUTS, "findings": f"(B, {len(names)}) float32 sigmoid probability of "
+            f"each finding ({', '.join(names)}), from the whole frame"}
+
+
 def write_aggregator(path: str | Path, e: Iterable[float]) -> Path:
     """Write ``aggregator.json`` ({"e": [4 floats]}) into a bundle folder."""
     e = [float(v) for v in e]
@@ -312,7 +326,8 @@ def write_manifest(path: str | Path, *, frame_file: str = "frame.onnx",
                    evaluation: Mapping[str, Any] | None = None,
                    created_by: str = "pleura", name: str | None = None,
                    extra: Mapping[str, Any] | None = None,
-                   extra_files: Iterable[str] = ()) -> dict[str, Any]:
+                   extra_files: Iterable[str] = (),
+                   finding_names: Iterable[str] = ()) -> dict[str, Any]:
     """Write ``manifest.json`` for the model files already in ``path``; hashes every file.
 
     Args:
@@ -325,6 +340,8 @@ def write_manifest(path: str | Path, *, frame_file: str = "frame.onnx",
         commands: the exact commands that made the bundle.
         evaluation: evaluation figures.
         extra_files: other files to hash (e.g. ``MODEL_CARD.md``).
+        finding_names: names of the frame model's ``findings`` output (its 4th output,
+            (B, F) sigmoid probabilities), or empty when it has none.
 
     Returns:
         The manifest dict that was written.
@@ -358,7 +375,8 @@ def write_manifest(path: str | Path, *, frame_file: str = "frame.onnx",
         "models": {
             "frame": {"file": frame_file, "int8_file": frame_int8_file,
                       "cpu_default": cpu_default or frame_file,
-                      "input": "frames", "outputs": FRAME_OUTPUTS},
+                      "input": "frames", "outputs": _frame_outputs(finding_names),
+                      **({"finding_names": list(finding_names)} if finding_names else {})},
             "seg": [{"input": "image", "outputs": SEG_OUTPUTS, **m} for m in seg_members],
         },
         "aggregator": ({"file": aggregator_file, "kind": "uninorm",

@@ -49,6 +49,7 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
     """Markdown model card from a bundle manifest (see :func:`engines.bundle.write_manifest`)."""
     models = manifest.get("models", {})
     fm = models.get("frame", {})
+    card = manifest.get("card") or {}
     lines = [
         f"# Model card: pleura bundle `{manifest.get('name', '?')}`",
         "",
@@ -57,15 +58,20 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
         "",
         "## Intended use",
         "",
-        INTENDED_USE,
+        card.get("intended_use", INTENDED_USE),
         "",
+    ]
+    if card.get("licence"):
+        lines += ["## Licence", "", _licence_text(card), ""]
+    trained = manifest.get("training", {}).get("frame_model", "reg-stn")
+    what = card.get("frame_model",
+                    f"frame scorer `{trained}` (Roy et al. 2020: CNN + Reg-STN + SORD)")
+    outputs = ", ".join(f"`{k}`" for k in fm.get("outputs", {}))
+    lines += [
         "## Models",
         "",
-        f"- `{fm.get('file')}`: frame scorer "
-        f"`{manifest.get('training', {}).get('frame_model', 'reg-stn')}` (Roy et al. 2020: "
-        "CNN + Reg-STN + SORD). Input "
-        f"`{_fmt(manifest.get('inputs', {}).get('frame'))}`; outputs: probabilities of the "
-        "scores 0-3 (crop 1) and the two crop transforms theta1, theta2.",
+        f"- `{fm.get('file')}`: {what}. Input "
+        f"`{_fmt(manifest.get('inputs', {}).get('frame'))}`; outputs: {outputs}.",
     ]
     if fm.get("int8_file"):
         lines.append(f"- `{fm['int8_file']}`: static int8 (QDQ) quantisation of the frame model; "
@@ -79,6 +85,11 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
                      "(4 learned neutral elements).")
     lines += ["", "## Training data and licences", ""]
     lines += _table(manifest.get("training", {}))
+    if card.get("training_clips"):
+        lines += ["", f"### Training clips ({len(card['training_clips'])}), each with its licence",
+                  "", "| clip | score | licence | source |", "|---|---|---|---|"]
+        lines += [f"| {c['file']} | {'' if c.get('score') is None else c['score']} | "
+                  f"{c['license']} | {c.get('source', '')} |" for c in card["training_clips"]]
     lines += ["", "## Exact commands", "", "```"]
     lines += list(manifest.get("commands", [])) or ["(none recorded)"]
     lines += ["```", "", "## Metrics", ""]
@@ -89,11 +100,21 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
         lines += [f"### {section}", ""]
         lines += _table(figures) if isinstance(figures, Mapping) else [_fmt(figures)]
         lines.append("")
-    lines += ["", "## Limitations", "",
-              "- Trained on simulated B-mode data (plus only commercially licensed real clips, "
-              "if listed above); expect a domain gap on real scanners.",
-              "- The crops are weakly supervised (no box labels) and show where the model "
-              "looked, not validated findings.",
-              "- Video scores aggregate frame probabilities with a uninorm fitted on simulated "
-              "videos.", ""]
+    limitations = card.get("limitations") or [
+        "Trained on simulated B-mode data (plus only commercially licensed real clips, "
+        "if listed above); expect a domain gap on real scanners.",
+        "The crops are weakly supervised (no box labels) and show where the model "
+        "looked, not validated findings.",
+        "Video scores aggregate frame probabilities with a uninorm fitted on simulated "
+        "videos."]
+    lines += ["", "## Limitations", "", *(f"- {x}" for x in limitations), ""]
     return "\n".join(lines)
+
+
+def _licence_text(card: Mapping[str, Any]) -> str:
+    if card.get("research_only"):
+        return (f"**{card['licence']} — for non-commercial research use only.** This bundle was "
+                "trained on clips whose licences are non-commercial; it carries the most "
+                "restrictive of them (every training clip and its licence are listed below).")
+    return (f"{card['licence']}: trained only on clips that allow commercial use and on "
+            "simulated data (every training clip and its licence are listed below).")

@@ -15,6 +15,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "frame": ("train.frame.train_cli", "train a frame scorer (Reg-STN + SORD, Table I models)"),
     "seg": ("train.seg.train_cli", "train a segmentation member (U-Net, U-Net++, DeepLabv3+)"),
     "video": ("train.video.train_cli", "learn the uninorm video aggregation (CV by patient)"),
+    "real": ("train.real.cli", "train the real-scan frame model on labelled clips (grouped CV, "
+             "final model for export)"),
 }
 
 

@@ -46,22 +46,32 @@ class ExportError(RuntimeError):
 # --- wrappers: what goes into the graph ----------------------------------------------------
 
 class FrameExport(nn.Module):
-    """Reg-STN -> (probs (B, 4), theta1 (B, 2, 3), theta2 (B, 2, 3)) for export.
+    """Reg-STN -> (probs (B, 4), theta1 (B, 2, 3), theta2 (B, 2, 3)[, findings (B, F)]).
 
-    Accepts models returning the training dict (``probs``/``logits``, ``theta1``, ``theta2``)
-    or a tuple already in that order.
+    Accepts models returning the training dict (``probs``/``logits``, ``theta1``, ``theta2``,
+    optionally ``findings``) or a tuple already in that order. ``findings`` is exported (as a
+    4th output) when ``with_findings``.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, with_findings: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.with_findings = with_findings
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(x)
         if isinstance(out, Mapping):
             probs = out["probs"] if out.get("probs") is not None else out["logits"].softmax(1)
-            return probs, out["theta1"], out["theta2"]
-        return out[0], out[1], out[2]
+            head = (probs, out["theta1"], out["theta2"])
+            return (*head, out["findings"]) if self.with_findings else head
+        return tuple(out[:4] if self.with_findings else out[:3])
+
+
+def has_findings(model: nn.Module) -> bool:
+    """Whether a frame model's output dict carries a ``findings`` head."""
+    with torch.no_grad():
+        out = model.eval()(torch.from_numpy(random_frames(2, 0)))
+    return isinstance(out, Mapping) and out.get("findings") is not None
 
 
 class SegExport(nn.Module):
@@ -185,6 +195,9 @@ def export_bundle(out: str | Path, frame_model: nn.Module, seg: Sequence[SegRun]
                   commands: Sequence[str] = (), evaluation: Mapping[str, Any] | None = None,
                   name: str | None = None, seed: int = 0,
                   parity_data: str | Path | None = None, parity_frames: int = 32,
+                  seg_from_bundle: str | Path | None = None,
+                  finding_names: Sequence[str] = (), card: Mapping[str, Any] | None = None,
+                  extra_files: Mapping[str, Path] | None = None,
                   ) -> dict[str, Any]:
     """Export models into a bundle folder, check parity, write manifest and model card.
 
@@ -198,6 +211,14 @@ def export_bundle(out: str | Path, frame_model: nn.Module, seg: Sequence[SegRun]
             ``eval_data``; made the CPU default only if F1 drops <= 1 point.
         parity_data: a dataset (e.g. data/sim-test) whose ``parity_frames`` frames are added
             to the frame model's parity check (the "reproduces the run" check).
+        seg_from_bundle: copy this verified bundle's segmentation members (ONNX files and
+            manifest entries, hashes checked on load) instead of exporting seg runs.
+        finding_names: names of the frame model's findings head; non-empty exports the
+            ``findings`` output (checked for parity like the others).
+        card: model-card texts recorded in the manifest (``intended_use``, ``frame_model``,
+            ``limitations``, ``licence``, ``research_only``, ``training_clips``).
+        extra_files: name -> file copied into the bundle and hashed (e.g. the frame model's
+            ``frame-weights.npz``, the warm start of ``pleura train real --init-from``).
 
     Returns:
         The manifest written.
@@ -209,16 +230,17 @@ def export_bundle(out: str | Path, frame_model: nn.Module, seg: Sequence[SegRun]
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     sim = simulated_frames(batch, seed)
-    fm = FrameExport(frame_model.eval())
+    fm = FrameExport(frame_model.eval(), with_findings=bool(finding_names))
+    outputs = (*FRAME_OUTPUTS, "findings") if finding_names else FRAME_OUTPUTS
     frame_path = export_onnx(fm, torch.from_numpy(random_frames(batch, seed)),
-                             out / "frame.onnx", "frames", FRAME_OUTPUTS)
+                             out / "frame.onnx", "frames", outputs)
     xs = [random_frames(batch, seed + 1), preprocess_batch(sim, FRAME_SPEC)[0]]
     if parity_data is not None:
         from train.quantize import sample_frames
 
         test_x = sample_frames(parity_data, parity_frames, seed=3)[0]
         xs += [test_x[i:i + 8] for i in range(0, len(test_x), 8)]
-    report: dict[str, Any] = {"frame.onnx": parity(fm, frame_path, xs, FRAME_OUTPUTS)}
+    report: dict[str, Any] = {"frame.onnx": parity(fm, frame_path, xs, outputs)}
     report["inputs"] = (f"{batch} random + {batch} simulated frames"
                         + (f" + {sum(map(len, xs[2:]))} frames of {parity_data}"
                            if parity_data else "") + f"; tolerance {TOLERANCE}")
@@ -238,6 +260,11 @@ def export_bundle(out: str | Path, frame_model: nn.Module, seg: Sequence[SegRun]
             report[mc_name] = check_mc(out / mc_name, ex.numpy())
             entry["mc_file"] = mc_name
         members.append(entry)
+    if seg_from_bundle is not None:
+        members += copy_seg_members(seg_from_bundle, out)
+        report["segmentation"] = f"members copied from bundle {seg_from_bundle} (verified there)"
+    for fname, src in (extra_files or {}).items():
+        shutil.copyfile(src, out / fname)
     agg = None
     if uninorm_e is not None:
         write_aggregator(out, uninorm_e)
@@ -256,10 +283,12 @@ def export_bundle(out: str | Path, frame_model: nn.Module, seg: Sequence[SegRun]
     kwargs = dict(frame_int8_file=int8_file, cpu_default=cpu_default, seg_members=members,
                   aggregator_file=agg, training=training, commands=commands,
                   evaluation=evaluation, name=name or final.name,
-                  created_by="pleura export (train/export.py), pleura 0.1.0")
+                  created_by="pleura export (train/export.py), pleura 0.1.0",
+                  finding_names=list(finding_names), extra={"card": dict(card)} if card else None)
     manifest = write_manifest(out, **kwargs)
     (out / "MODEL_CARD.md").write_text(render_model_card(manifest))
-    manifest = write_manifest(out, extra_files=["MODEL_CARD.md"], **kwargs)
+    manifest = write_manifest(out, extra_files=["MODEL_CARD.md", *(extra_files or {})],
+                              **kwargs)
     load_bundle(out)  # the engines' own verification, as the runtime will do it
     old = final.parent / f".{final.name}.old"
     shutil.rmtree(old, ignore_errors=True)
@@ -268,6 +297,21 @@ def export_bundle(out: str | Path, frame_model: nn.Module, seg: Sequence[SegRun]
     out.rename(final)
     shutil.rmtree(old, ignore_errors=True)
     return manifest
+
+
+def copy_seg_members(bundle: str | Path, out: Path) -> list[dict[str, Any]]:
+    """Copy a verified bundle's segmentation ONNX files into ``out``; their manifest entries."""
+    b = load_bundle(bundle)  # hashes and schema checked
+    entries = []
+    for m in b.manifest["models"].get("seg") or []:
+        entry = {k: m[k] for k in ("name", "arch", "file", "mc_file") if k in m}
+        for key in ("file", "mc_file"):
+            if key in entry:
+                shutil.copyfile(b.path / entry[key], out / entry[key])
+        entries.append(entry)
+    if not entries:
+        raise ExportError(f"{bundle}: has no segmentation members to copy")
+    return entries
 
 
 def check_mc(path: Path, x: np.ndarray) -> dict[str, float]:
@@ -287,7 +331,10 @@ def check_mc(path: Path, x: np.ndarray) -> dict[str, float]:
 # --- run folders and the CLI ---------------------------------------------------------------
 
 def run_kind(path: Path) -> str:
-    """``frame``, ``seg`` or ``video``: from ``config.json``'s ``kind``, or ``uninorm.json``."""
+    """``frame``, ``seg``, ``video`` or ``real`` (a ``pleura train real --final`` folder, with
+    ``real_run.json``): from ``config.json``'s ``kind``, or the files present."""
+    if (path / "real_run.json").is_file():
+        return "real"
     cfg = path / "config.json"
     if cfg.is_file():
         conf = json.loads(cfg.read_text())
@@ -413,6 +460,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluation figures to record under NAME (repeatable)")
     parser.add_argument("--training-note", action="append", default=[], metavar="KEY=TEXT",
                         help="training data / licence facts to record (repeatable)")
+    parser.add_argument("--seg-from-bundle", type=Path, default=None, metavar="BUNDLE",
+                        help="copy the segmentation members of this bundle (when no seg run "
+                             "is given; e.g. engines/bundles/default)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -421,7 +471,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.runs:
         kind = run_kind(path)
         meta = run_meta(path)
-        if kind == "frame":
+        if kind in ("frame", "real"):
             if frame is not None:
                 raise ExportError(f"two frame runs given ({frame} and {path}); pass one")
             frame, metas["frame"] = path, meta
@@ -431,7 +481,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             video, metas["video"] = path, meta
     if frame is None:
-        raise ExportError("no frame run among RUN...; pass the folder of `pleura train frame`")
+        raise ExportError("no frame run among RUN...; pass the folder of `pleura train frame` "
+                          "or `pleura train real --final`")
+    real = json.loads((frame / "real_run.json").read_text()) if run_kind(frame) == "real" \
+        else None
     members = []
     for path in seg:
         from train.seg.run import load_run as load_seg
@@ -440,10 +493,15 @@ def run(args: argparse.Namespace) -> int:
         arch = cfg["model"]["arch"]
         members.append(SegRun(arch if arch not in [m.name for m in members]
                               else f"{arch}{len(members)}", model, arch))
-    e = None
+    e = real["uninorm_e"] if real else None
     if video is not None:
         e = json.loads((video / "uninorm.json").read_text())["e"]
     training = _training_summary(metas)
+    real_kw: dict[str, Any] = {}
+    if real:
+        from train.real.export import real_export_args
+
+        real_kw = real_export_args(frame, real, training)
     test_data = args.parity_data or (args.eval_data if args.int8 else None)
     if test_data is not None:
         training["test_data"] = dataset_facts(test_data)
@@ -465,10 +523,12 @@ def run(args: argparse.Namespace) -> int:
     for item in args.training_note:
         key, _, text = item.partition("=")
         training[key] = text
-    manifest = export_bundle(args.out, _load_frame(frame), members, e, int8=args.int8,
+    model = real_kw.pop("model") if real else _load_frame(frame)
+    manifest = export_bundle(args.out, model, members, e, int8=args.int8,
                              calib=args.calib, eval_data=args.eval_data,
                              training=training, commands=commands,
                              evaluation=evaluation, name=args.name,
-                             parity_data=args.parity_data, parity_frames=args.parity_frames)
+                             parity_data=args.parity_data, parity_frames=args.parity_frames,
+                             seg_from_bundle=args.seg_from_bundle, **real_kw)
     print(f"wrote bundle {args.out} ({', '.join(manifest['files'])})")
     return 0

@@ -53,9 +53,12 @@ def pack_frame(outputs: Sequence[np.ndarray], names: Sequence[str]) -> FrameOutp
         raise ValueError(f"frame model outputs must be named probs, theta1, theta2; got "
                          f"{list(names)}; re-export the bundle with `pleura export`") from None
     b = probs.shape[0]
+    findings = by_name.get("findings")
     return FrameOutput(probs=np.asarray(probs, np.float32).reshape(b, -1),
                        theta1=np.asarray(t1, np.float32).reshape(b, 2, 3),
-                       theta2=np.asarray(t2, np.float32).reshape(b, 2, 3))
+                       theta2=np.asarray(t2, np.float32).reshape(b, 2, 3),
+                       findings=None if findings is None
+                       else np.asarray(findings, np.float32).reshape(b, -1))
 
 
 def mc_statistics(samples: np.ndarray, mean: np.ndarray) -> np.ndarray:

@@ -1,0 +1,182 @@
+"""Grouped cross-validation on the labelled real clips, at clip level (issue #13).
+
+Per fold: train :class:`RealFrameNet` on the clips of the other folds (labelled ones for the
+score, every clip for the findings head), score every frame kept of every clip, fit the uninorm
+neutral elements on the *training* clips' frame probabilities only, then score the test clips.
+Nothing is fitted or selected on the fold it is evaluated on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from train.data.pocus import PocusClip
+from train.metrics import confusion_matrix, quadratic_weighted_kappa, within_one_accuracy
+from train.real.clips import Folds, grouped_folds, trainable
+from train.real.fit import RealConfig, TrainClip, predict, train_model
+from train.real.frames import load_clip
+from train.real.model import FINDING_NAMES
+from train.video.baselines import METHODS, predict_all
+from train.video.fit import fit_uninorm
+from train.video.fit_config import FitConfig
+from train.video.metrics import auroc, mean_sd, weighted_prf
+
+UNINORM_FIT = FitConfig(head="log")
+"""The video head, fixed before any real-data evaluation (the simulator CV chose "log")."""
+
+
+def clip_flags(clip: PocusClip) -> np.ndarray:
+    """(5,) float finding flags in FINDING_NAMES order; NaN where not given."""
+    return np.array([float(clip.findings[k]) if k in clip.findings else np.nan
+                     for k in FINDING_NAMES], dtype=np.float32)
+
+
+def load_train_clips(clips: Sequence[PocusClip], cache_dir: str | None, max_frames: int
+                     ) -> dict[str, TrainClip]:
+    out = {}
+    for c in clips:
+        fr = load_clip(c.path, cache_dir, max_frames=max_frames)
+        out[c.filename] = TrainClip(c.filename, fr.images,
+                                    -1 if c.severity is None else c.severity, clip_flags(c))
+    return out
+
+
+def video_metrics(y: Sequence[int], preds: Sequence[tuple[int, float]]) -> dict[str, Any]:
+    """Clip-level metrics of one method on one set of clips."""
+    yt = np.asarray(y, dtype=np.int64)
+    yp = np.asarray([p[0] for p in preds], dtype=np.int64)
+    cm = confusion_matrix(yt, yp)
+    _, _, f1 = weighted_prf(list(yt), list(yp))
+    healthy = yt == 0
+    return {"weighted_f1": f1, "accuracy": float(np.mean(yt == yp)) if len(yt) else float("nan"),
+            "qwk": quadratic_weighted_kappa(cm), "within_one": within_one_accuracy(yt, yp),
+            "auroc_0_vs_1plus": auroc((yt >= 1).astype(int), [p[1] for p in preds]),
+            "specificity_healthy": float(np.mean(yp[healthy] == 0)) if healthy.any()
+            else float("nan"),
+            "confusion": cm.tolist(), "n": int(len(yt))}
+
+
+def summarise(per_fold: Sequence[dict[str, Any]], pooled: dict[str, Any]) -> dict[str, Any]:
+    keys = ("weighted_f1", "accuracy", "qwk", "within_one", "auroc_0_vs_1plus",
+            "specificity_healthy")
+    out: dict[str, Any] = {k: dict(zip(("mean", "sd"), mean_sd([f[k] for f in per_fold]),
+                                       strict=True)) for k in keys}
+    out["pooled"] = pooled
+    out["folds"] = list(per_fold)
+    return out
+
+
+def run_fold(fold: int, folds: Folds, data: dict[str, TrainClip], cfg: RealConfig,
+             out: Path) -> dict[str, Any]:
+    """Train on the other folds, predict every clip; returns the fold's raw predictions."""
+    train_names = [n for n in folds.train(fold) if n in data]
+    model, summary = train_model([data[n] for n in train_names], cfg, out / f"fold{fold}")
+    probs, finds = {}, {}
+    for name, c in data.items():
+        p, f = predict(model, c.images)
+        probs[name] = p
+        if f is not None:
+            finds[name] = f
+    np.savez(out / f"fold{fold}" / "predictions.npz",
+             **{f"probs/{k}": v for k, v in probs.items()},
+             **{f"findings/{k}": v for k, v in finds.items()})
+    return {"train": train_names, "test": [n for n in folds.test(fold) if n in data],
+            "probs": probs, "findings": finds, "summary": summary}
+
+
+def evaluate_folds(results: Sequence[dict[str, Any]], data: dict[str, TrainClip]
+                   ) -> dict[str, Any]:
+    """Uninorm fitted per fold on training clips; every method's clip metrics; findings AUROC."""
+    per_method: dict[str, list] = {m: [] for m in METHODS}
+    pooled_y: list[int] = []
+    pooled: dict[str, list] = {m: [] for m in METHODS}
+    find_true: list[np.ndarray] = []
+    find_score: list[np.ndarray] = []
+    es = []
+    for r in results:
+        lab_train = [n for n in r["train"] if data[n].score >= 0]
+        fit = fit_uninorm([r["probs"][n] for n in lab_train],
+                          [data[n].score for n in lab_train], UNINORM_FIT)
+        es.append(fit.e.tolist())
+        test = [n for n in r["test"] if data[n].score >= 0]
+        y = [data[n].score for n in test]
+        preds = {m: [] for m in METHODS}
+        for n in test:
+            for m, pr in predict_all(r["probs"][n], fit.e).items():
+                preds[m].append(pr)
+        for m in METHODS:
+            per_method[m].append(video_metrics(y, preds[m]))
+            pooled[m] += preds[m]
+        pooled_y += y
+        for n in r["test"]:
+            if n in r["findings"]:
+                find_true.append(data[n].flags)
+                find_score.append(r["findings"][n].mean(axis=0))
+    report = {m: summarise(per_method[m], video_metrics(pooled_y, pooled[m])) for m in METHODS}
+    findings = {}
+    if find_true:
+        t, s = np.stack(find_true), np.stack(find_score)
+        for j, name in enumerate(FINDING_NAMES):
+            known = np.isfinite(t[:, j])
+            findings[name] = {"auroc": auroc(t[known, j].astype(int), s[known, j]),
+                              "positives": int(t[known, j].sum()), "n": int(known.sum())}
+    return {"methods": report, "findings": findings, "uninorm_e": es,
+            "label_counts": np.bincount(pooled_y, minlength=4).tolist()}
+
+
+def cross_validate(clips: Sequence[PocusClip], cfg: RealConfig, out: str | Path, k: int = 5,
+                   fold_seed: int = 0, commercial_only: bool = False,
+                   cache_dir: str | None = "runs/.cache/real",
+                   only_folds: Sequence[int] | None = None) -> dict[str, Any]:
+    """Grouped k-fold CV; writes ``cv.json`` (and per-fold weights/predictions) to ``out``.
+
+    Groups and folds are computed on every clip of the manifest (so the folds are the same for
+    every row of the ablation); ``commercial_only`` then drops the non-commercial clips from
+    training *and* evaluation.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    folds = grouped_folds(clips, k, fold_seed)
+    use = trainable(clips, commercial_only)
+    t0 = time.perf_counter()
+    data = load_train_clips(use, cache_dir, cfg.max_frames)
+    if not cfg.unlabelled or cfg.findings_weight <= 0:
+        data = {n: c for n, c in data.items() if c.score >= 0}
+    results = []
+    for fold in (only_folds if only_folds is not None else range(k)):
+        results.append(run_fold(fold, folds, data, replace(cfg, seed=cfg.seed + fold), out))
+    rep = evaluate_folds(results, data)
+    rep.update({"config": asdict(cfg), "k": k, "fold_seed": fold_seed,
+                "commercial_only": commercial_only, "n_clips_used": len(data),
+                "train_summaries": [r["summary"] for r in results],
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "folds": {n: folds.fold_of[n] for n in data}})
+    (out / "cv.json").write_text(json.dumps(rep, indent=2))
+    return rep
+
+
+def _cell(s: dict[str, float]) -> str:
+    return "  n/a" if not np.isfinite(s["mean"]) else f"{s['mean']:.3f} ± {s['sd']:.3f}"
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    """The CV result as a text table (one line per video method) plus findings AUROC."""
+    keys = ("weighted_f1", "accuracy", "qwk", "within_one", "auroc_0_vs_1plus",
+            "specificity_healthy")
+    lines = [f"grouped {rep['k']}-fold CV, {sum(rep['label_counts'])} labelled clips "
+             f"(0/1/2/3: {rep['label_counts']}), {rep['wall_s']} s; mean ± sd over folds",
+             "method        " + "  ".join(f"{k[:13]:>13}" for k in keys)]
+    for m, r in rep["methods"].items():
+        lines.append(f"{m:<13} " + "  ".join(f"{_cell(r[k]):>13}" for k in keys))
+    if rep["findings"]:
+        lines.append("findings AUROC (clip mean of frame outputs): " + ", ".join(
+            f"{k} {v['auroc']:.2f} ({v['positives']}/{v['n']})"
+            for k, v in rep["findings"].items()))
+    return "\n".join(lines)

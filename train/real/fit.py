@@ -1,0 +1,324 @@
+"""One training run of :class:`train.real.model.RealFrameNet` on real clips.
+
+Frames inherit their clip's score as soft SORD targets (Roy et al. 2020, eq. 3; a clip scored 2
+may contain healthy-looking frames, and SORD's soft targets tolerate that better than one-hot);
+the findings head learns the clips' flags with binary cross-entropy. Sampling is balanced over
+scores (a score uniformly, then a clip of it uniformly, then a frame of it), so the 48 healthy
+clips do not drown the 6 of score 3 and long clips do not outweigh short ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from train.losses import sord_loss
+from train.real.model import FINDING_NAMES, RealFrameNet
+
+
+@dataclass(frozen=True)
+class RealConfig:
+    """Everything that defines a real-scan training run (saved as ``config.json``).
+
+    Attributes:
+        norm: "frame" (per-frame standardisation in the model) or "none".
+        width: trunk channel multiplier (:class:`RealFrameNet`).
+        findings_weight: weight of the findings BCE (0: no findings head).
+        augment: "strong" (geometry + gain/gamma/blur/speckle), "geometric" or "none".
+        steps, batch, lr, weight_decay: Adam with a cosine decay to 5 % over ``steps``.
+        unlabelled: clips without a score still train the findings head.
+        max_frames: frames kept per clip (evenly spaced).
+        init_from: warm start: a bundle or run folder holding ``frame-weights.npz``.
+        sim_data: a simulated dataset (``pleura synth``) mixed into every batch, frames with
+            their own ground-truth scores; ``sim_share`` of the samples come from it.
+        seed, threads: torch/numpy seeds and CPU threads.
+    """
+
+    norm: str = "frame"
+    width: float = 0.5
+    findings_weight: float = 0.5
+    augment: str = "strong"
+    steps: int = 700
+    batch: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    unlabelled: bool = True
+    max_frames: int = 64
+    init_from: str | None = None
+    sim_data: str | None = None
+    sim_share: float = 0.25
+    sord_multiplier: float = 2.0
+    seed: int = 0
+    threads: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RealConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; valid: {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainClip:
+    """One clip's training material: frames (N, 224, 224) uint8, score (−1 = unknown),
+    finding flags (5,) float (NaN = unknown)."""
+
+    name: str
+    images: np.ndarray
+    score: int
+    flags: np.ndarray
+    domain: str = "real"
+
+
+# --------------------------------------------------------------------------- augmentation
+
+def augment(img: np.ndarray, rng: np.random.Generator, kind: str) -> np.ndarray:
+    """(H, W) uint8 → (H, W) float32 in [0, 1], randomly transformed.
+
+    geometric: flip (p 0.5), scale 0.85–1.15, rotation ±12°, shift ±8 %.
+    strong: geometric + zoom into the sector's middle (p 0.25: a convex fan then looks like
+    a linear probe's rectangle, so the probe's outline cannot stand in for the score) + gain
+    0.6–1.6, gamma 0.6–1.7, Gaussian blur (p 0.3, σ 0.3–1.5), multiplicative speckle
+    (p 0.3, σ ≤ 0.15) — device and preset differences.
+    """
+    x = img
+    if kind == "strong" and rng.random() < 0.25:
+        x = zoom_middle(x, rng)
+    if kind in ("geometric", "strong"):
+        h, w = img.shape
+        if rng.random() < 0.5:
+            x = x[:, ::-1]
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-12, 12), rng.uniform(0.85, 1.15))
+        m[:, 2] += rng.uniform(-0.08, 0.08, 2) * (w, h)
+        x = cv2.warpAffine(np.ascontiguousarray(x), m, (w, h), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    y = x.astype(np.float32) * (1.0 / 255.0)
+    if kind == "strong":
+        y = np.clip(y * rng.uniform(0.6, 1.6), 0.0, 1.0) ** rng.uniform(0.6, 1.7)
+        if rng.random() < 0.3:
+            y = cv2.GaussianBlur(y, (0, 0), rng.uniform(0.3, 1.5))
+        if rng.random() < 0.3:
+            y = y * (1.0 + rng.normal(0.0, rng.uniform(0.02, 0.15), y.shape).astype(np.float32))
+        y = np.clip(y, 0.0, 1.0)
+    return y
+
+
+def zoom_middle(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Crop a box of 45–70 % of the scanned area's width from its middle, resized to the
+    scanned area's bounding box (a rectangle with no fan edges)."""
+    ys, xs = np.nonzero(img > 8)
+    if len(xs) < 100:
+        return img
+    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+    bw, bh = x1 - x0, y1 - y0
+    cw = max(8, int(bw * rng.uniform(0.45, 0.7)))
+    ch = max(8, int(bh * rng.uniform(0.6, 0.9)))
+    cx = int(x0 + (bw - cw) / 2 + rng.uniform(-0.1, 0.1) * bw)
+    cy = int(y0 + rng.uniform(0.0, 0.1) * bh)
+    cx, cy = int(np.clip(cx, 0, img.shape[1] - cw)), int(np.clip(cy, 0, img.shape[0] - ch))
+    crop = img[cy:cy + ch, cx:cx + cw]
+    out = np.zeros_like(img)
+    out[y0:y1, x0:x1] = cv2.resize(crop, (int(bw), int(bh)), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+# --------------------------------------------------------------------------- sampling
+
+class BalancedSampler:
+    """Draws (clip, frame) pairs: a score uniformly, a clip of that score, a frame of it.
+
+    A share ``p_unlabelled`` of draws come from unlabelled real clips (findings only) and a
+    share ``p_sim`` from simulated clips (score-balanced the same way)."""
+
+    def __init__(self, clips: list[TrainClip], rng: np.random.Generator,
+                 p_unlabelled: float = 0.2, p_sim: float = 0.0) -> None:
+        self.clips, self.rng = clips, rng
+        self.real = self._by_score([i for i, c in enumerate(clips) if c.domain == "real"])
+        self.sim = self._by_score([i for i, c in enumerate(clips) if c.domain == "sim"])
+        self.unlabelled = [i for i, c in enumerate(clips) if c.score < 0]
+        self.p_unlabelled = p_unlabelled if self.unlabelled else 0.0
+        self.p_sim = p_sim if self.sim else 0.0
+        if not self.real:
+            raise ValueError("no labelled real clip to train on")
+
+    def _by_score(self, idx: list[int]) -> dict[int, list[int]]:
+        out = {s: [i for i in idx if self.clips[i].score == s] for s in range(4)}
+        return {s: v for s, v in out.items() if v}
+
+    def draw(self) -> tuple[int, int]:
+        u = self.rng.random()
+        if u < self.p_unlabelled:
+            ci = int(self.rng.choice(self.unlabelled))
+        else:
+            pool = self.sim if u < self.p_unlabelled + self.p_sim else self.real
+            s = int(self.rng.choice(list(pool)))
+            ci = int(self.rng.choice(pool[s]))
+        return ci, int(self.rng.integers(len(self.clips[ci].images)))
+
+
+# --------------------------------------------------------------------------- weights
+
+def save_weights(model: torch.nn.Module, path: str | Path) -> Path:
+    """State dict → ``.npz`` (numpy arrays, no pickle: safe to ship in a bundle)."""
+    arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    np.savez(path, **arrays)
+    return Path(path)
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load :func:`save_weights` output; shapes must match (a clear error otherwise)."""
+    with np.load(path, allow_pickle=False) as z:
+        state = {k: torch.from_numpy(z[k]) for k in z.files}
+    own = model.state_dict()
+    bad = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+    if bad:
+        raise ValueError(f"{path}: weights do not fit this model (missing or reshaped: "
+                         f"{bad[:5]}{' …' if len(bad) > 5 else ''}); was it made with the same "
+                         "--norm and findings head?")
+    model.load_state_dict(state)
+
+
+def resolve_init(init_from: str | Path) -> Path:
+    """A bundle or run folder (or the file itself) → its ``frame-weights.npz``."""
+    p = Path(init_from)
+    cand = p / "frame-weights.npz" if p.is_dir() else p
+    if not cand.is_file():
+        raise FileNotFoundError(f"{cand}: no frame-weights.npz to start from (bundles made by "
+                                "`pleura train real` carry one)")
+    return cand
+
+
+# --------------------------------------------------------------------------- training
+
+def sim_clips(root: str | Path, size: tuple[int, int] = (224, 224)) -> list[TrainClip]:
+    """A simulated dataset as training clips: one per (video, score), frames letterboxed."""
+    from engines.preprocess import letterbox, to_grey
+    from train.data.layout import read_dataset
+
+    ds = read_dataset(root, check_masks=False)
+    out = []
+    for vid in sorted({f.video_id for f in ds.frames}):
+        frames = ds.read_frames(vid)
+        recs = ds.frames_of(vid)
+        for s in sorted({r.score for r in recs}):
+            imgs = [letterbox(to_grey(frames[r.frame]), size)[0] for r in recs if r.score == s]
+            out.append(TrainClip(f"sim:{vid}:{s}", np.stack(imgs), s,
+                                 np.full(len(FINDING_NAMES), np.nan, np.float32), "sim"))
+    return out
+
+
+def build(cfg: RealConfig) -> RealFrameNet:
+    n_find = len(FINDING_NAMES) if cfg.findings_weight > 0 else 0
+    model = RealFrameNet(norm=cfg.norm, n_findings=n_find, width=cfg.width)
+    if cfg.init_from:
+        load_weights(model, resolve_init(cfg.init_from))
+    return model
+
+
+def _batch(clips: list[TrainClip], sampler: BalancedSampler, cfg: RealConfig,
+           rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    xs, ys, fs = [], [], []
+    for _ in range(cfg.batch):
+        ci, fi = sampler.draw()
+        c = clips[ci]
+        xs.append(augment(c.images[fi], rng, cfg.augment))
+        ys.append(c.score)
+        fs.append(c.flags)
+    x = torch.from_numpy(np.stack(xs))[:, None].expand(-1, 3, -1, -1).contiguous()
+    return x, torch.tensor(ys), torch.from_numpy(np.stack(fs).astype(np.float32))
+
+
+def loss_terms(out: dict, y: torch.Tensor, flags: torch.Tensor, cfg: RealConfig
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+    """SORD on labelled samples + weighted BCE on known flags."""
+    lab = y >= 0
+    total = out["logits"].sum() * 0.0
+    parts: dict[str, float] = {}
+    if lab.any():
+        l_sord = sord_loss(out["logits"][lab], y[lab], cfg.sord_multiplier)
+        total = total + l_sord
+        parts["sord"] = float(l_sord.detach())
+    if out.get("findings_logits") is not None and cfg.findings_weight > 0:
+        known = torch.isfinite(flags)
+        if known.any():
+            l_f = F.binary_cross_entropy_with_logits(out["findings_logits"][known], flags[known])
+            total = total + cfg.findings_weight * l_f
+            parts["findings"] = float(l_f.detach())
+    return total, parts
+
+
+def train_model(clips: list[TrainClip], cfg: RealConfig, out: str | Path | None = None,
+                log_every: int = 50) -> tuple[RealFrameNet, dict[str, Any]]:
+    """Train from scratch (or ``cfg.init_from``) for ``cfg.steps`` steps.
+
+    Writes ``config.json``, ``log.jsonl`` and ``frame-weights.npz`` to ``out`` when given.
+
+    Returns:
+        The model (eval mode) and a summary (steps, seconds, frames/s, last losses).
+    """
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    model = build(cfg).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    if cfg.sim_data:
+        clips = list(clips) + sim_clips(cfg.sim_data)
+    sampler = BalancedSampler(clips, rng, 0.2 if (cfg.unlabelled and cfg.findings_weight > 0)
+                              else 0.0, cfg.sim_share if cfg.sim_data else 0.0)
+    out_dir = Path(out) if out else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        log_f = (out_dir / "log.jsonl").open("w")
+    t0, recent = time.perf_counter(), []
+    for step in range(cfg.steps):
+        x, y, flags = _batch(clips, sampler, cfg, rng)
+        loss, parts = loss_terms(model(x), y, flags, cfg)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        recent.append(parts)
+        if out_dir and ((step + 1) % log_every == 0 or step + 1 == cfg.steps):
+            mean = {k: float(np.mean([p[k] for p in recent if k in p]))
+                    for k in {k for p in recent for k in p}}
+            rec = {"step": step + 1, "seconds": round(time.perf_counter() - t0, 1), **mean}
+            log_f.write(json.dumps(rec) + "\n")
+            log_f.flush()
+            recent = []
+    secs = time.perf_counter() - t0
+    model.eval()
+    if out_dir:
+        log_f.close()
+        save_weights(model, out_dir / "frame-weights.npz")
+    return model, {"steps": cfg.steps, "seconds": round(secs, 1),
+                   "frames_per_s": round(cfg.steps * cfg.batch / secs, 1)}
+
+
+@torch.no_grad()
+def predict(model: RealFrameNet, images: np.ndarray, batch: int = 64
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, H, W) uint8 letterboxed frames → probs (N, 4) and findings (N, 5) or None."""
+    model.eval()
+    probs, finds = [], []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i:i + batch].astype(np.float32) / 255.0)
+        out = model(x[:, None].expand(-1, 3, -1, -1))
+        probs.append(out["probs"].numpy())
+        if out["findings"] is not None:
+            finds.append(out["findings"].numpy())
+    return np.concatenate(probs), (np.concatenate(finds) if finds else None)
