@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "frame": ("train.frame.eval_cli", "evaluate a frame scorer: Settings 1-3, localisation"),
     "seg": ("train.seg.eval_cli", "evaluate segmentation runs + ensemble: Table IV, MC dropout"),
     "video": ("train.video.eval_cli", "video score: Tables II-III, QWK, real-clip AUROC"),
+    "real": ("train.real.eval_cli", "reference rows and bundles on the grouped real-clip folds"),
 }
 
 
