@@ -73,15 +73,23 @@ def load_clips(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
     from pathlib import Path
 
+    from train.data.layout import DatasetError
+    from train.real.clips import LicenceError, trainable
     from train.real.cv import cross_validate, format_report
     from train.real.final import train_final
     from train.real.fit import RealConfig
 
     if not args.cv and not args.final:
         raise SystemExit("pleura train real: choose --cv K, --final, or both")
-    clips = load_clips(args)
+    try:
+        clips = load_clips(args)
+        trainable(clips)  # every clip's licence checked before any work
+    except (DatasetError, LicenceError) as exc:
+        print(f"pleura train real: {exc}", file=sys.stderr)
+        return 2
     cfg = RealConfig(norm=args.norm, width=args.width, findings_weight=args.findings_weight,
                      augment=args.augment, steps=args.steps, batch=args.batch, lr=args.lr,
                      unlabelled=not args.no_unlabelled, max_frames=args.max_frames,
