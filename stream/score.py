@@ -9,9 +9,13 @@ PAPER.md sections 1-2). Per clip it records per-frame probabilities, argmax and 
 running video score after every frame, the final video score and probabilities, and frames/s;
 prints one line per clip; and writes a JSON (schema: ``docs/score-json.md``) and/or a CSV.
 
-A clip that cannot be read is reported with the reason and the rest are still scored; the exit
-code is 1 when any clip failed. ``--run RUN`` scores with a PyTorch frame run instead of a
-bundle (imports torch lazily; for development before a bundle is exported).
+A clip that cannot be read is reported with the reason and the rest are still scored; a clip
+that ends before its container says (``truncated: true``, :class:`stream.sources.TruncatedError`)
+keeps the frames before the cut but counts as failed, with a warning. The exit code is 1 when any
+clip failed, 2 when ``--json`` / ``--csv`` cannot be written (checked before any scoring).
+Only regular files are read (a FIFO named ``x.mp4`` is refused, not waited on). ``--run RUN``
+scores with a PyTorch frame run instead of a bundle (imports torch lazily; for development
+before a bundle is exported).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import csv
 import itertools
 import json
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,7 +41,7 @@ from engines.base import FrameOutput
 from engines.postprocess import crop_boxes
 from engines.preprocess import FRAME_SPEC, PreprocessSpec, preprocess_batch
 from engines.uninorm import RunningUninorm, check_e, uninorm_reduce, video_probs
-from stream.sources import IMAGE_SUFFIXES, decode_file
+from stream.sources import IMAGE_SUFFIXES, TruncatedError, decode_file
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +216,8 @@ def score_frames(frames: Iterable[Any], scorer: Scorer, batch: int = 16,
     stops the clip but keeps what was scored before it (``error`` says why).
 
     Returns:
-        ``{"error", "frame_hw", "n_frames", "dropped", "frames": [...], "video": {...}}`` as
-        in ``docs/score-json.md`` (no timing or path).
+        ``{"error", "truncated", "frame_hw", "n_frames", "dropped", "frames": [...],
+        "video": {...}}`` as in ``docs/score-json.md`` (no timing or path).
     """
     timer = timer if timer is not None else {"decode_s": 0.0, "infer_s": 0.0}
     running = RunningUninorm(scorer.e)
@@ -221,6 +227,7 @@ def score_frames(frames: Iterable[Any], scorer: Scorer, batch: int = 16,
     in_hw = (scorer.spec.height, scorer.spec.width)
     batches = _prefetch(_prepared(frames, batch, scorer.spec, timer))
     error: str | None = None
+    truncated = False
     while True:
         try:
             hw, x, boxes_lb = next(batches)
@@ -228,6 +235,7 @@ def score_frames(frames: Iterable[Any], scorer: Scorer, batch: int = 16,
             break
         except Exception as exc:  # a clip that breaks mid-way keeps the frames scored so far
             error = f"{type(exc).__name__}: {exc}"
+            truncated = isinstance(exc, TruncatedError)
             break
         t = time.perf_counter()
         out: FrameOutput = scorer.engine.frame(x)
@@ -254,6 +262,7 @@ def score_frames(frames: Iterable[Any], scorer: Scorer, batch: int = 16,
     value = running.value
     return {
         "error": error,
+        "truncated": truncated,
         "frame_hw": frame_hw,
         "n_frames": len(records),
         "dropped": dropped,
@@ -271,12 +280,16 @@ def score_clip(path: Path, scorer: Scorer, batch: int = 16,
     """Decode and score one clip; never raises for a bad clip (``ok`` false + ``error``)."""
     timer = {"decode_s": 0.0, "infer_s": 0.0}
     t0 = time.perf_counter()
-    rec: dict[str, Any] = {"path": str(path), "name": path.name, "ok": True, "error": None}
+    rec: dict[str, Any] = {"path": str(path), "name": path.name, "ok": True, "error": None,
+                           "truncated": False}
     try:
         rec.update(score_frames(decode_file(path, max_frames=max_frames), scorer, batch, timer))
         if rec["error"] is None and rec["n_frames"] == 0:
             rec["error"] = "ValueError: no frame could be scored"
         rec["ok"] = rec["error"] is None
+        if rec["truncated"]:
+            log.warning("%s is truncated: only the %d frames before the cut were scored; its "
+                        "video score is not the whole clip's", path, rec["n_frames"])
     except Exception as exc:  # report and go on with the next clip
         log.debug("%s failed", path, exc_info=True)
         rec.update(ok=False, error=f"{type(exc).__name__}: {exc}")
@@ -290,6 +303,10 @@ def score_clip(path: Path, scorer: Scorer, batch: int = 16,
 def summary_line(i: int, n: int, rec: dict[str, Any]) -> str:
     """One line per clip for stdout."""
     head = f"[{i}/{n}] {rec['name']}:"
+    if rec.get("truncated") and rec.get("n_frames"):
+        v = rec["video"]
+        return (f"{head} TRUNCATED, {rec['n_frames']} frames before the cut scored (video "
+                f"score {v['score']} of those only) ({rec['error']})")
     if not rec["ok"]:
         return f"{head} FAILED ({rec['error']})"
     v = rec["video"]
@@ -299,7 +316,7 @@ def summary_line(i: int, n: int, rec: dict[str, Any]) -> str:
 
 
 CSV_FIELDS = ("path", "ok", "error", "n_frames", "video_score", "p0", "p1", "p2", "p3",
-              "max_frame_score", "fps")
+              "max_frame_score", "fps", "truncated")
 
 
 def write_csv(path: str | Path, clips: Sequence[dict[str, Any]]) -> None:
@@ -316,7 +333,7 @@ def write_csv(path: str | Path, clips: Sequence[dict[str, Any]]) -> None:
                 "video_score": c["video"]["score"] if has_video else "",
                 **{f"p{k}": probs[k] for k in range(4)},
                 "max_frame_score": max((fr["score"] for fr in c.get("frames", [])), default=""),
-                "fps": c["timing"]["fps"],
+                "fps": c["timing"]["fps"], "truncated": int(bool(c.get("truncated"))),
             })
 
 
@@ -340,6 +357,7 @@ def score_paths(paths: Sequence[str | Path], scorer: Scorer, batch: int = 16,
                   "input": scorer.spec.to_dict()},
         "clips": results,
         "summary": {"n_clips": len(results), "n_failed": sum(not r["ok"] for r in results),
+                    "n_truncated": sum(bool(r.get("truncated")) for r in results),
                     "n_frames": n_frames, "wall_s": round(wall, 3),
                     "fps": round(n_frames / wall, 2) if wall > 0 else None},
     }
@@ -378,9 +396,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", default=None, metavar="OUT", help="write one row per clip")
 
 
+def destination_problem(path: str | Path, flag: str) -> str | None:
+    """Why ``path`` cannot be written as an output file, or None when it can.
+
+    Checked before any clip is scored, so a typo in ``--json`` never costs a whole run.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_file():
+        return (f"{flag} {p}: not a regular file (a folder, FIFO or device); give a file name "
+                f"such as {p / 'scores.json' if p.is_dir() else 'scores.json'}")
+    parent = p.parent
+    if not parent.is_dir():
+        return f"{flag} {p}: folder {parent} does not exist; create it (mkdir -p {parent})"
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        return f"{flag} {p}: no permission to write there; pick another path"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise SystemExit(f"pleura score: --batch must be >= 1, got {args.batch}")
+    for flag, path in (("--json", args.json), ("--csv", args.csv)):
+        problem = path and destination_problem(path, flag)
+        if problem:
+            print(f"pleura score: {problem}", file=sys.stderr)
+            return 2
     try:
         if args.run:
             scorer = scorer_from_run(args.run, device=args.device)
@@ -393,12 +433,18 @@ def run(args: argparse.Namespace) -> int:
         scorer.e = read_uninorm_json(args.uninorm)
     doc = score_paths(args.paths, scorer, args.batch, args.max_frames)
     s = doc["summary"]
-    print(f"scored {s['n_clips']} clips ({s['n_failed']} failed), {s['n_frames']} frames in "
-          f"{s['wall_s']:.1f} s ({s['fps']} frames/s) with {scorer.name} on {scorer.backend}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(doc), encoding="utf-8")
-    if args.csv:
-        write_csv(args.csv, doc["clips"])
+    truncated = f", {s['n_truncated']} truncated" if s["n_truncated"] else ""
+    print(f"scored {s['n_clips']} clips ({s['n_failed']} failed{truncated}), {s['n_frames']} "
+          f"frames in {s['wall_s']:.1f} s ({s['fps']} frames/s) with {scorer.name} on "
+          f"{scorer.backend}")
+    try:
+        if args.json:
+            Path(args.json).write_text(json.dumps(doc), encoding="utf-8")
+        if args.csv:
+            write_csv(args.csv, doc["clips"])
+    except OSError as exc:  # e.g. the disk filled up during the run
+        print(f"pleura score: cannot write the results: {exc}", file=sys.stderr)
+        return 2
     if s["n_clips"] == 0:
         print("pleura score: no clips found; give video files or folders that contain them")
         return 1

@@ -28,14 +28,33 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
+from stream.truncation import gif_trailer_ok, truncation
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-STATES = ("playing", "ended", "stalled", "reconnecting", "error")
+STATES = ("playing", "ended", "stalled", "reconnecting", "error", "truncated")
+"""``truncated``: a file pass ended before the container said it would (see
+:class:`TruncatedError`); a looping file stays in this state while it is still cut short."""
 
 
 class SourceError(RuntimeError):
     """A source that cannot be opened or read; the message names it and says what to do."""
+
+
+class TruncatedError(SourceError):
+    """A file that ends before its container says it should: cut short by an interrupted copy
+    or download, or still being written. Raised after the frames before the cut were yielded.
+
+    Attributes:
+        decoded: frames decoded.
+        expected: frames the container announces (None where it does not say).
+    """
+
+    def __init__(self, message: str, decoded: int, expected: int | None) -> None:
+        super().__init__(message)
+        self.decoded = decoded
+        self.expected = expected
 
 
 @dataclass(frozen=True)
@@ -124,6 +143,10 @@ def _open_container(path: Path):
     if not path.exists():
         raise SourceError(f"{path}: no such file; give a video file, an image folder, "
                           "v4l2:///dev/videoN or a stream URL")
+    if not path.is_file():  # a FIFO or device would block in open() until a writer comes
+        raise SourceError(f"{path}: not a regular file (a FIFO, device or socket); pleura "
+                          "reads video files: copy the clip to a file, or give a live source "
+                          "as v4l2:///dev/videoN or a stream URL")
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
@@ -140,6 +163,27 @@ def _frame_array(frame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
+def _check_complete(path: Path, container, stream, decoded: int, span_s: float, rate: float,
+                    tail_error: bool) -> None:
+    """Raise :class:`TruncatedError` when the file, read to its end, looks cut short."""
+    expected = int(stream.frames or 0) or None
+    if stream.duration is not None and stream.time_base is not None:
+        expected_s, time_only = float(stream.duration * stream.time_base), False
+    elif container.duration is not None:
+        expected_s = container.duration / 1e6
+        time_only = len(container.streams) == 1  # the container's duration is this stream's
+    else:
+        expected_s, time_only = None, False
+    trailer = gif_trailer_ok(path) if container.format.name == "gif" else True
+    reason = truncation(decoded, expected, span_s + 1.0 / rate, expected_s, rate, tail_error,
+                        time_only=time_only, trailer=trailer)
+    if reason is not None:
+        raise TruncatedError(
+            f"{path}: truncated: decoded {reason}. The file was cut short (an interrupted "
+            "copy or download, or it is still being written); the frames before the cut were "
+            "used. Copy the complete file again.", decoded, expected)
+
+
 def _decode_container(path: Path, max_frames: int | None = None) -> Iterator[DecodedFrame]:
     import av
 
@@ -148,30 +192,35 @@ def _decode_container(path: Path, max_frames: int | None = None) -> Iterator[Dec
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         rate = float(stream.average_rate or stream.guessed_rate or 0) or 30.0
-        index, bad, t0 = 0, 0, None
+        index, bad, t0, t_last, tail_error = 0, 0, None, 0.0, False
         for packet in container.demux(stream):
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as exc:  # a corrupt packet: skip it, keep going
                 bad += 1
+                tail_error = True
                 log.warning("%s: dropped an undecodable packet (%s)", path, exc)
                 if bad > 50 and index == 0:
                     raise SourceError(f"{path}: no frame could be decoded; the file is "
                                       "corrupt or not a video") from None
                 continue
+            if packet.size:
+                tail_error = False
             for frame in frames:
                 t = frame.time
                 if t is None:
                     t = index / rate
                 if t0 is None:
                     t0 = t
-                yield DecodedFrame(_frame_array(frame), index, max(0.0, float(t - t0)))
+                t_last = max(0.0, float(t - t0))
+                yield DecodedFrame(_frame_array(frame), index, t_last)
                 index += 1
                 if max_frames is not None and index >= max_frames:
                     return
         if index == 0:
             raise SourceError(f"{path}: no frame could be decoded; the file is corrupt or "
                               "not a video")
+        _check_complete(path, container, stream, index, t_last, rate, tail_error)
     except av.error.FFmpegError as exc:
         raise SourceError(f"{path}: decoding failed after {index} frames ({exc}); "
                           "the file looks corrupt or truncated") from None
@@ -248,7 +297,12 @@ def paced(frames: Iterator[DecodedFrame], speed: float = 1.0, max_late_s: float 
 
 
 class FileSource(Source):
-    """A video file or an image folder, played at its own rate (``speed``), optionally looped."""
+    """A video file or an image folder, played at its own rate (``speed``), optionally looped.
+
+    Attributes:
+        truncated: None, or why the last pass ended before the container said it would
+            (also sent as the ``truncated`` state, which the page shows as the source state).
+    """
 
     def __init__(self, uri: str, options: SourceOptions | None = None) -> None:
         super().__init__(uri, options)
@@ -260,21 +314,37 @@ class FileSource(Source):
             list_images(self.path)  # fail now, not in the stream
         else:
             _open_container(self.path).close()
+        self.truncated: str | None = None
 
     def events(self) -> Iterator[Event]:
+        """Passes over the file; a pass that ends early yields ``truncated`` (and logs it).
+
+        While the file stays truncated, each later pass starts in the ``truncated`` state
+        too, so the page keeps showing it rather than ``playing``.
+        """
         epoch = 0
         while True:
-            yield StateChange("playing", f"pass {epoch + 1}" if epoch else "")
+            more = f"pass {epoch + 1}" if epoch else ""
+            if self.truncated:
+                yield StateChange("truncated", "; ".join(filter(None, [more, self.truncated])))
+            else:
+                yield StateChange("playing", more)
             n = 0
             try:
                 for f in paced(decode_file(self.path, fps=self.options.fps), self.options.speed):
                     n += 1
                     yield DecodedFrame(f.image, f.index, f.pts_s, epoch)
+                self.truncated = None
+            except TruncatedError as exc:
+                self.truncated = str(exc)
+                log.warning("%s", exc)
+                yield StateChange("truncated", str(exc))
             except SourceError as exc:
                 yield StateChange("error", str(exc))
                 return
             if not self.options.loop or n == 0:
-                yield StateChange("ended", f"{n} frames")
+                yield StateChange("ended", f"{n} frames" + ("; truncated" if self.truncated
+                                                             else ""))
                 return
             epoch += 1
 

@@ -6,6 +6,7 @@ Each test reproduces one attack or fault from docs/reliability.md. All network t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ import httpx
 import psutil
 import pytest
 
+from tests._shared_data import POCUS, needs_pocus
 from ui.bounds import BadParam, Gate, flag_param, float_param, int_param
 from ui.browser_bench import free_port
 from ui.results import ResultStore
@@ -188,3 +190,140 @@ def test_ui_survives_100_hostile_requests_and_cleans_up_on_sigterm(tmp_path):
     assert rc in (0, -signal.SIGTERM)
     left = [p for p in tmp_path.rglob("*") if p.is_file() and p.stat().st_size > 100_000]
     assert not left, f"uploads left behind after exit: {left}"
+
+
+# --------------------------------------------------------------------------- truncated clips
+
+
+def _cut(src: Path, dst: Path, fraction: float = 0.5) -> Path:
+    """The first ``fraction`` of ``src``'s bytes (``head -c``), as an interrupted copy leaves."""
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * fraction)])
+    return dst
+
+
+@pytest.mark.parametrize("args, reason", [
+    ((60, 131, 2.40, 5.24, 25.0, True), "60 of 131 frames (2.40 of 5.24 s)"),  # cut mid-frame
+    ((60, 131, 2.40, 5.24, 25.0, False), "60 of 131 frames"),  # cut between frames
+    ((129, 131, 5.16, 5.24, 25.0, True), "129 of 131 frames"),  # 1 % cut: a broken last frame
+    ((131, 131, 5.24, 5.24, 25.0, False), None),  # complete
+    ((125, 131, 5.24, 5.24, 25.0, False), None),  # edit list: frames hidden, time all there
+    ((130, 131, 5.20, 5.24, 25.0, False), None),  # one frame short in time only: not enough
+    ((103, None, 4.12, 4.08, 25.0, False), None),  # MPEG-PS: duration estimated from the data
+])
+def test_truncation_needs_two_signals(args, reason):
+    from stream.truncation import truncation
+
+    got = truncation(*args)
+    assert got == reason or (reason is not None and got.startswith(reason))
+
+
+def test_truncation_by_duration_only_for_one_stream_header_duration():
+    from stream.truncation import truncation
+
+    assert truncation(23, None, 0.77, 2.0, 30.0, False, time_only=True) == \
+        "23 frames (0.77 of 2.00 s)"
+    assert truncation(23, None, 0.77, 2.0, 30.0, False, time_only=False) is None
+    assert truncation(59, None, 1.97, 2.0, 30.0, False, time_only=True) is None
+    assert truncation(41, 41, 4.1, 4.1, 10.0, False, trailer=False).endswith("GIF trailer")
+
+
+@needs_pocus
+def test_truncated_mp4_is_scored_as_truncated_with_exit_1(tmp_path, capsys, caplog):
+    """Before #15: the first half of Reg-NormalLungs.mp4 gave ok: true, exit 0, 60 of 131
+    frames, no warning."""
+    from stream import cli
+
+    half = _cut(POCUS / "Reg-NormalLungs.mp4", tmp_path / "half.mp4")
+    out = tmp_path / "out.json"
+    rc = cli.main(["score", str(half), "--json", str(out), "--backend", "onnxruntime",
+                   "--threads", "1"])
+    clip = json.loads(out.read_text())["clips"][0]
+    assert rc == 1
+    assert clip["truncated"] is True and clip["ok"] is False and clip["n_frames"] == 60
+    assert "60 of 131 frames" in clip["error"] and "Copy the complete file again" in clip["error"]
+    assert "TRUNCATED, 60 frames before the cut scored" in capsys.readouterr().out
+    assert any("is truncated" in r.message for r in caplog.records if r.levelname == "WARNING")
+
+
+@needs_pocus
+@pytest.mark.parametrize("name", ["Cov-Atlas+(44).gif", "Reg-NormalLungs.mp4",
+                                  "Pneu_northumbria_0409_set1_vid1.avi",
+                                  "Cov_recommendations_likebutterfly_mov5.mov",
+                                  "Reg_pat1Image_133410.mpeg"])
+def test_complete_clips_are_not_called_truncated(name):
+    from stream.sources import decode_file
+
+    assert sum(1 for _ in decode_file(POCUS / name)) > 0  # no TruncatedError at the end
+
+
+@needs_pocus
+@pytest.mark.parametrize("name, fraction", [("Cov-Atlas+(44).gif", 0.5),
+                                            ("Pneu_northumbria_0409_set1_vid1.avi", 0.5),
+                                            ("Reg-NormalLungs.mp4", 0.99)])
+def test_cut_gif_avi_and_mp4_are_called_truncated(tmp_path, name, fraction):
+    from stream.sources import TruncatedError, decode_file
+
+    cut = _cut(POCUS / name, tmp_path / name, fraction)
+    n = 0
+    with pytest.raises(TruncatedError, match="truncated"):
+        for _ in decode_file(cut):
+            n += 1
+    assert n > 0  # the frames before the cut were delivered first
+
+
+@needs_pocus
+def test_live_file_truncated_in_place_shows_a_truncated_state(tmp_path, caplog):
+    """Before #15: a file cut while it played ended its pass early, silently ("ended")."""
+    from stream.sources import FileSource, SourceOptions, StateChange
+
+    clip = tmp_path / "live.mp4"
+    clip.write_bytes((POCUS / "Reg-NormalLungs.mp4").read_bytes())
+    src = FileSource(str(clip), SourceOptions(speed=1000.0, loop=True))
+    states, frames, t_end = [], 0, time.monotonic() + 30
+    for ev in src.events():
+        if isinstance(ev, StateChange):
+            states.append(ev)
+            if len([s for s in states if s.state == "truncated"]) == 2:
+                break  # the end of pass 1 and the start of pass 2
+        else:
+            frames += 1
+            if frames == 20:
+                os.truncate(clip, clip.stat().st_size // 2)  # cut while it plays
+        assert time.monotonic() < t_end
+    assert [s.state for s in states] == ["playing", "truncated", "truncated"]
+    assert "of 131 frames" in states[1].detail and states[2].detail.startswith("pass 2")
+    assert src.truncated and "of 131 frames" in src.truncated
+    assert any("truncated" in r.getMessage() for r in caplog.records
+               if r.levelname == "WARNING")
+
+
+# --------------------------------------------------------------------------- item 7: small faults
+
+
+def test_score_refuses_a_fifo_instead_of_hanging(tmp_path):
+    """Before #15: ``mkfifo x.mp4; pleura score x.mp4`` waited for ever for a writer."""
+    fifo = tmp_path / "x.mp4"
+    os.mkfifo(fifo)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "stream", "score", str(fifo), "--backend",
+                          "onnxruntime", "--threads", "1"],
+                         capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
+    assert out.returncode == 1
+    assert "not a regular file (a FIFO, device or socket)" in out.stdout
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("flag", ["--json", "--csv"])
+def test_score_checks_output_paths_before_scoring(tmp_path, capsys, flag):
+    """Before #15: ``--json missing/out.json`` scored every clip, then lost it all to a
+    FileNotFoundError traceback."""
+    from stream import cli
+
+    t = time.monotonic()
+    rc = cli.main(["score", str(tmp_path), flag, str(tmp_path / "missing" / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing does not exist; create it (mkdir -p" in err
+    assert time.monotonic() - t < 5  # refused before the bundle is even loaded
+    assert cli.main(["score", str(tmp_path), flag, str(tmp_path)]) == 2
+    assert "not a regular file" in capsys.readouterr().err

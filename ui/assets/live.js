@@ -40,6 +40,7 @@
   }
   const fmt = (v, d) => (v === null || v === undefined || Number.isNaN(v)) ? "–" : Number(v).toFixed(d);
   const COLOURS = ["#2878ff", "#ffdc00", "#ff8200", "#e6005a"];
+  const ALERT_STATES = new Set(["truncated", "error", "stalled", "reconnecting"]);
   function bars(id, probs) {
     const el = $(id);
     if (!el || !probs) { return; }
@@ -71,6 +72,9 @@
     text("pleura-backend", meta.backend || "–");
     text("pleura-bundle", meta.bundle || "–");
     text("pleura-state", meta.source_state || "–");
+    // A source in trouble (file cut short, error, no frames) is shown in red, not just named.
+    const st = $("pleura-state");
+    if (st) { st.style.color = ALERT_STATES.has(meta.source_state) ? "#e6005a" : ""; }
     text("pleura-source", meta.source || "–");
     // Say when an overlay cannot be shown (no segmentation yet / no MC-dropout samples).
     text("pleura-mask-note", meta.has_mask ? "" : " (none yet)");
