@@ -78,6 +78,22 @@ def test_gate_refuses_when_full_and_releases_once():
     b.release()
 
 
+def test_mjpeg_stream_ends_at_its_deadline_and_frees_its_slot():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from ui.live import FrameRenderer, LiveLimits, live_router
+
+    app = FastAPI()
+    limits = LiveLimits(max_wait_s=0.2, streams=1, max_stream_s=0.5)
+    app.include_router(live_router(ResultStore(), FrameRenderer(), limits=limits))
+    client = TestClient(app)
+    for _ in range(2):  # the second stream gets the slot the first gave back
+        t = time.monotonic()
+        r = client.get("/pleura/live.mjpg")
+        assert r.status_code == 200 and 0.4 < time.monotonic() - t < 3.0
+
+
 # --------------------------------------------------------------------------- the real UI process
 
 HOSTILE = (["/pleura/frame.jpg?after=1000000000&wait=nan"] * 40
@@ -125,10 +141,11 @@ def _hostile(client: httpx.Client, path: str) -> int | str:
         return type(exc).__name__
 
 
-def _state_seconds(base: str) -> float:
+def _page_seconds(base: str) -> float:
+    """Seconds for state.json and Gradio's /config to answer (both must)."""
     t = time.monotonic()
-    r = httpx.get(base + "/pleura/state.json", timeout=5)
-    assert r.status_code == 200
+    for path in ("/pleura/state.json", "/config"):
+        assert httpx.get(base + path, timeout=5).status_code == 200
     return time.monotonic() - t
 
 
@@ -165,9 +182,9 @@ def test_ui_survives_100_hostile_requests_and_cleans_up_on_sigterm(tmp_path):
                 ThreadPoolExecutor(len(HOSTILE)) as pool:
             futures = [pool.submit(_hostile, client, p) for p in HOSTILE]
             time.sleep(0.3)
-            during = [_state_seconds(base) for _ in range(5)]
+            during = [_page_seconds(base) for _ in range(5)]
             codes = [f.result(timeout=15) for f in futures]
-        assert max(during) < 2.0, f"state.json took {max(during):.2f} s under load"
+        assert max(during) < 2.0, f"state.json + /config took {max(during):.2f} s under load"
         assert _upload(base, "junk.bin", b"\x00" * 1000).status_code == 415
         assert _upload(base, "junk.mp4", os.urandom(1 << 20)).status_code == 200
         assert _oversized_upload_status(base, 300 * 2**20).startswith(b"HTTP/1.1 413")

@@ -191,9 +191,13 @@ def live_router(store: ResultStore, renderer: FrameRenderer,
         n_frames = int_param("frames", frames, 0, 0, 1_000_000)
 
         async def parts() -> AsyncIterator[bytes]:
-            last, sent = 0, 0
+            last, sent, t_end = 0, 0, time.monotonic() + lim.max_stream_s
             while (n_frames <= 0 or sent < n_frames) and not stopping.is_set():
-                r = await anyio.to_thread.run_sync(store.wait_newer, last, lim.max_wait_s,
+                left = t_end - time.monotonic()
+                if left <= 0:
+                    return  # the deadline: end the stream cleanly (the viewer reconnects)
+                r = await anyio.to_thread.run_sync(store.wait_newer, last,
+                                                   min(left, lim.max_wait_s),
                                                    limiter=streams.limiter)
                 if r is None:
                     continue
@@ -203,7 +207,9 @@ def live_router(store: ResultStore, renderer: FrameRenderer,
                 yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                        + str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")
 
-        return BoundedStream(parts(), streams.enter(), lim.max_stream_s,
+        # The stream ends itself at max_stream_s; the response's own deadline is the backstop
+        # for a client that stopped reading (its send blocks, so the loop never gets there).
+        return BoundedStream(parts(), streams.enter(), lim.max_stream_s + lim.max_wait_s + 5,
                              media_type="multipart/x-mixed-replace; boundary=frame",
                              headers={"Cache-Control": "no-store"})
 
