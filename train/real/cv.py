@@ -19,8 +19,8 @@ import numpy as np
 
 from train.data.pocus import PocusClip
 from train.metrics import confusion_matrix, quadratic_weighted_kappa, within_one_accuracy
-from train.real.clips import Folds, grouped_folds, trainable
-from train.real.fit import RealConfig, TrainClip, predict, train_model
+from train.real.clips import Folds, clip_groups, grouped_folds, trainable
+from train.real.fit import RealConfig, TrainClip, adjust_probs, predict, score_counts, train_model
 from train.real.frames import load_clip
 from train.real.model import FINDING_NAMES
 from train.video.baselines import METHODS, predict_all
@@ -38,13 +38,16 @@ def clip_flags(clip: PocusClip) -> np.ndarray:
                      for k in FINDING_NAMES], dtype=np.float32)
 
 
-def load_train_clips(clips: Sequence[PocusClip], cache_dir: str | None, max_frames: int
-                     ) -> dict[str, TrainClip]:
+def load_train_clips(clips: Sequence[PocusClip], cache_dir: str | None, max_frames: int,
+                     group_of: dict[str, str] | None = None) -> dict[str, TrainClip]:
+    """Decoded (cached) frames, score, flags and group of each clip."""
+    group_of = group_of or clip_groups(clips)
     out = {}
     for c in clips:
         fr = load_clip(c.path, cache_dir, max_frames=max_frames)
         out[c.filename] = TrainClip(c.filename, fr.images,
-                                    -1 if c.severity is None else c.severity, clip_flags(c))
+                                    -1 if c.severity is None else c.severity, clip_flags(c),
+                                    group=group_of.get(c.filename, c.filename))
     return out
 
 
@@ -75,7 +78,8 @@ def summarise(per_fold: Sequence[dict[str, Any]], pooled: dict[str, Any]) -> dic
 
 def run_fold(fold: int, folds: Folds, data: dict[str, TrainClip], cfg: RealConfig,
              out: Path) -> dict[str, Any]:
-    """Train on the other folds, predict every clip; returns the fold's raw predictions."""
+    """Train on the other folds, predict every clip; returns the fold's raw predictions
+    (no prior correction: :func:`evaluate_folds` applies it)."""
     train_names = [n for n in folds.train(fold) if n in data]
     model, summary = train_model([data[n] for n in train_names], cfg, out / f"fold{fold}")
     probs, finds = {}, {}
@@ -91,9 +95,16 @@ def run_fold(fold: int, folds: Folds, data: dict[str, TrainClip], cfg: RealConfi
             "probs": probs, "findings": finds, "summary": summary}
 
 
-def evaluate_folds(results: Sequence[dict[str, Any]], data: dict[str, TrainClip]
-                   ) -> dict[str, Any]:
-    """Uninorm fitted per fold on training clips; every method's clip metrics; findings AUROC."""
+def evaluate_folds(results: Sequence[dict[str, Any]], data: dict[str, TrainClip],
+                   prior_adjust: bool = True) -> dict[str, Any]:
+    """Uninorm fitted per fold on training clips; every method's clip metrics; findings AUROC.
+
+    ``prior_adjust``: the frame probabilities are first corrected to the training folds'
+    score prior (what the exported model does in eval mode); ``results`` hold raw outputs.
+    """
+    if prior_adjust:
+        results = [dict(r, probs={n: adjust_probs(p, score_counts([data[t] for t in r["train"]]))
+                                  for n, p in r["probs"].items()}) for r in results]
     per_method: dict[str, list] = {m: [] for m in METHODS}
     pooled_y: list[int] = []
     pooled: dict[str, list] = {m: [] for m in METHODS}
@@ -146,13 +157,14 @@ def cross_validate(clips: Sequence[PocusClip], cfg: RealConfig, out: str | Path,
     folds = grouped_folds(clips, k, fold_seed)
     use = trainable(clips, commercial_only)
     t0 = time.perf_counter()
-    data = load_train_clips(use, cache_dir, cfg.max_frames)
+    data = load_train_clips(use, cache_dir, cfg.max_frames, folds.group_of)
     if not cfg.unlabelled or cfg.findings_weight <= 0:
         data = {n: c for n, c in data.items() if c.score >= 0}
     results = []
     for fold in (only_folds if only_folds is not None else range(k)):
         results.append(run_fold(fold, folds, data, replace(cfg, seed=cfg.seed + fold), out))
-    rep = evaluate_folds(results, data)
+    rep = evaluate_folds(results, data, cfg.prior_adjust)
+    rep["methods_other_prior"] = evaluate_folds(results, data, not cfg.prior_adjust)["methods"]
     rep.update({"config": asdict(cfg), "k": k, "fold_seed": fold_seed,
                 "commercial_only": commercial_only, "n_clips_used": len(data),
                 "train_summaries": [r["summary"] for r in results],
@@ -164,6 +176,31 @@ def cross_validate(clips: Sequence[PocusClip], cfg: RealConfig, out: str | Path,
 
 def _cell(s: dict[str, float]) -> str:
     return "  n/a" if not np.isfinite(s["mean"]) else f"{s['mean']:.3f} ± {s['sd']:.3f}"
+
+
+def reevaluate(run: str | Path, clips: Sequence[PocusClip], prior_adjust: bool = True,
+               cache_dir: str | None = "runs/.cache/real") -> dict[str, Any]:
+    """The report of a CV run folder from its saved raw predictions (no retraining)."""
+    run = Path(run)
+    cfg = RealConfig.from_dict(json.loads((run / "fold0" / "config.json").read_text()))
+    folds = grouped_folds(clips, 5, 0)
+    data = load_train_clips(trainable(clips), cache_dir, cfg.max_frames, folds.group_of)
+    results = []
+    for k in range(folds.k):
+        path = run / f"fold{k}" / "predictions.npz"
+        if not path.is_file():
+            continue
+        with np.load(path) as z:
+            probs = {n[6:]: z[n] for n in z.files if n.startswith("probs/")}
+            finds = {n[9:]: z[n] for n in z.files if n.startswith("findings/")}
+        results.append({"train": [n for n in folds.train(k) if n in probs],
+                        "test": [n for n in folds.test(k) if n in probs],
+                        "probs": probs, "findings": finds})
+    data = {n: c for n, c in data.items() if n in results[0]["probs"]}
+    rep = evaluate_folds(results, data, prior_adjust)
+    rep.update({"k": len(results), "wall_s": 0.0, "config": asdict(cfg),
+                "prior_adjust": prior_adjust})
+    return rep
 
 
 def format_report(rep: dict[str, Any]) -> str:

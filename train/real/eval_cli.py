@@ -15,6 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--baseline", choices=("majority", "brightness"))
     what.add_argument("--bundle", help="a bundle folder to score on the cached frames")
+    what.add_argument("--cv-run", help="re-evaluate a `pleura train real --cv` run folder from "
+                      "its saved predictions")
+    parser.add_argument("--no-prior-adjust", action="store_true",
+                        help="with --cv-run: evaluate without the prior correction")
     parser.add_argument("--k", type=int, default=5, help="grouped folds (as the CV)")
     parser.add_argument("--fold-seed", type=int, default=0)
     parser.add_argument("--max-frames", type=int, default=64)
@@ -35,6 +39,14 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     clips = read_pocus_manifest(args.manifest)
+    if args.cv_run:
+        from train.real.cv import reevaluate
+
+        rep = reevaluate(args.cv_run, clips, not args.no_prior_adjust, args.cache_dir or None)
+        print(format_report(rep))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rep, indent=2))
+        return 0
     folds = grouped_folds(clips, args.k, args.fold_seed)
     use = [c for c in trainable(clips, args.commercial_only) if c.severity is not None]
     data = load_train_clips(use, args.cache_dir or None, args.max_frames)

@@ -11,7 +11,8 @@ from typing import Any
 from train.data.pocus import PocusClip
 from train.real.clips import bundle_licence, check_trainable, trainable
 from train.real.cv import UNINORM_FIT, load_train_clips
-from train.real.fit import RealConfig, predict, train_model
+from train.real.fit import RealConfig, predict, save_weights, score_counts, train_model
+from train.real.model import set_prior
 from train.video.fit import fit_uninorm
 
 
@@ -30,6 +31,9 @@ def train_final(clips: Sequence[PocusClip], cfg: RealConfig, out: str | Path,
     if not cfg.unlabelled or cfg.findings_weight <= 0:
         data = {n: c for n, c in data.items() if c.score >= 0}
     model, summary = train_model(list(data.values()), cfg, out)
+    if cfg.prior_adjust:
+        set_prior(model, score_counts(list(data.values())))
+        save_weights(model, out / "frame-weights.npz")
     labelled = [n for n, c in data.items() if c.score >= 0]
     probs = {n: predict(model, data[n].images)[0] for n in labelled}
     fit = fit_uninorm([probs[n] for n in labelled], [data[n].score for n in labelled],
@@ -40,6 +44,7 @@ def train_final(clips: Sequence[PocusClip], cfg: RealConfig, out: str | Path,
         "config": asdict(cfg),
         "uninorm_e": fit.e.tolist(),
         "uninorm_head": UNINORM_FIT.head,
+        "logit_adjust": model.logit_adjust.tolist(),
         "n_clips": len(used),
         "n_labelled": len(labelled),
         "licence": bundle_licence(used),

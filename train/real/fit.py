@@ -40,6 +40,11 @@ class RealConfig:
         init_from: warm start: a bundle or run folder holding ``frame-weights.npz``.
         sim_data: a simulated dataset (``pleura synth``) mixed into every batch, frames with
             their own ground-truth scores; ``sim_share`` of the samples come from it.
+        balance: within a score, draw a recording/patient group uniformly, then a clip of it
+            ("group"; one device or patient with many clips does not dominate a score), or a
+            clip uniformly ("clip").
+        prior_adjust: in eval mode, correct the logits from the balanced training prior to the
+            training clips' score prior (:func:`train.real.model.set_prior`).
         seed, threads: torch/numpy seeds and CPU threads.
     """
 
@@ -56,6 +61,8 @@ class RealConfig:
     init_from: str | None = None
     sim_data: str | None = None
     sim_share: float = 0.25
+    balance: str = "group"
+    prior_adjust: bool = True
     sord_multiplier: float = 2.0
     seed: int = 0
     threads: int = 1
@@ -79,6 +86,7 @@ class TrainClip:
     score: int
     flags: np.ndarray
     domain: str = "real"
+    group: str = ""
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -142,8 +150,10 @@ class BalancedSampler:
     share ``p_sim`` from simulated clips (score-balanced the same way)."""
 
     def __init__(self, clips: list[TrainClip], rng: np.random.Generator,
-                 p_unlabelled: float = 0.2, p_sim: float = 0.0) -> None:
-        self.clips, self.rng = clips, rng
+                 p_unlabelled: float = 0.2, p_sim: float = 0.0, balance: str = "clip") -> None:
+        if balance not in ("clip", "group"):
+            raise ValueError(f"balance must be 'clip' or 'group', got {balance!r}")
+        self.clips, self.rng, self.balance = clips, rng, balance
         self.real = self._by_score([i for i, c in enumerate(clips) if c.domain == "real"])
         self.sim = self._by_score([i for i, c in enumerate(clips) if c.domain == "sim"])
         self.unlabelled = [i for i, c in enumerate(clips) if c.score < 0]
@@ -163,7 +173,12 @@ class BalancedSampler:
         else:
             pool = self.sim if u < self.p_unlabelled + self.p_sim else self.real
             s = int(self.rng.choice(list(pool)))
-            ci = int(self.rng.choice(pool[s]))
+            members = pool[s]
+            if self.balance == "group":
+                groups = sorted({self.clips[i].group or self.clips[i].name for i in members})
+                g = groups[int(self.rng.integers(len(groups)))]
+                members = [i for i in members if (self.clips[i].group or self.clips[i].name) == g]
+            ci = int(self.rng.choice(members))
         return ci, int(self.rng.integers(len(self.clips[ci].images)))
 
 
@@ -278,7 +293,7 @@ def train_model(clips: list[TrainClip], cfg: RealConfig, out: str | Path | None 
     if cfg.sim_data:
         clips = list(clips) + sim_clips(cfg.sim_data)
     sampler = BalancedSampler(clips, rng, 0.2 if (cfg.unlabelled and cfg.findings_weight > 0)
-                              else 0.0, cfg.sim_share if cfg.sim_data else 0.0)
+                              else 0.0, cfg.sim_share if cfg.sim_data else 0.0, cfg.balance)
     out_dir = Path(out) if out else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -309,10 +324,25 @@ def train_model(clips: list[TrainClip], cfg: RealConfig, out: str | Path | None 
                    "frames_per_s": round(cfg.steps * cfg.batch / secs, 1)}
 
 
+def score_counts(clips: list[TrainClip]) -> np.ndarray:
+    """(4,) labelled real clips per score."""
+    return np.bincount([c.score for c in clips if c.score >= 0 and c.domain == "real"],
+                       minlength=4)
+
+
+def adjust_probs(probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Apply :func:`train.real.model.prior_adjustment` to softmax outputs (N, 4)."""
+    from train.real.model import prior_adjustment
+
+    q = probs * np.exp(prior_adjustment(counts).numpy())[None]
+    return q / q.sum(axis=1, keepdims=True)
+
+
 @torch.no_grad()
 def predict(model: RealFrameNet, images: np.ndarray, batch: int = 64
             ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(N, H, W) uint8 letterboxed frames → probs (N, 4) and findings (N, 5) or None."""
+    """(N, H, W) uint8 letterboxed frames → probs (N, 4) and findings (N, 5) or None
+    (with the model's current ``logit_adjust``)."""
     model.eval()
     probs, finds = [], []
     for i in range(0, len(images), batch):

@@ -12,6 +12,10 @@ Differences from ``cnn-sord`` (WholeFrameCNN), each measured in ``docs/results/r
   ``findings`` output.
 - The frame is resampled to 112×112 by 2×2 average pooling (anti-aliased; the CNN's native
   crop size, 4× fewer MACs than 224²). θ₁ = θ₂ = identity: no localisation crops.
+- **Prior correction** (logit adjustment, Menon et al. 2021): training draws the four scores
+  equally often, but healthy clips are the majority; in eval mode the logits get
+  ``log(prior) − log(1/4)`` (``logit_adjust``, set from the training clips' score counts by
+  :func:`set_prior`), the Bayes correction from the balanced to the real prior.
 - ``width`` scales the trunk's channels (0.5: 16, 32, 32, 32, 64, 64), ~3.5× faster to train on
   a 2-core CPU than the paper's widths, for 75 clips of training data.
 """
@@ -63,6 +67,7 @@ class RealFrameNet(nn.Module):
                                     nn.ReLU(inplace=True), nn.Dropout(0.5))
         self.score = nn.Linear(256, n_classes)
         self.findings = nn.Linear(256, n_findings) if n_findings else None
+        self.register_buffer("logit_adjust", torch.zeros(n_classes))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         if self.norm == "frame":
@@ -70,6 +75,8 @@ class RealFrameNet(nn.Module):
         x = F.avg_pool2d(x, 2)  # (B, 3, 112, 112)
         h = self.hidden(self.trunk(x).mean(dim=(2, 3)))
         logits = self.score(h)
+        if not self.training:
+            logits = logits + self.logit_adjust
         t = identity_theta(x.shape[0], x.device)
         out: dict[str, torch.Tensor | None] = {
             "logits": logits, "probs": logits.softmax(1), "theta1": t, "theta2": t,
@@ -79,3 +86,14 @@ class RealFrameNet(nn.Module):
             f = self.findings(h)
             out["findings_logits"], out["findings"] = f, torch.sigmoid(f)
         return out
+
+
+def prior_adjustment(counts, smoothing: float = 1.0) -> torch.Tensor:
+    """``log(prior) − log(1/C)`` from per-score clip counts (add-``smoothing``)."""
+    c = torch.as_tensor(counts, dtype=torch.float32) + smoothing
+    return torch.log(c / c.sum()) - torch.log(torch.tensor(1.0 / len(c)))
+
+
+def set_prior(model: RealFrameNet, counts) -> None:
+    """Set the eval-mode logit adjustment from the training clips' score counts."""
+    model.logit_adjust.copy_(prior_adjustment(counts))
