@@ -48,8 +48,9 @@ log = logging.getLogger(__name__)
 SCHEMA = "pleura-score"
 SCHEMA_VERSION = 1
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mpeg", ".mpg", ".mkv", ".webm", ".gif",
-                  ".wmv", ".ogv", ".flv", ".ts")
-"""File endings collected when a folder is walked (compared case-insensitively)."""
+                  ".wmv", ".ogv", ".flv", ".ts", ".dcm", ".dicom")
+"""File endings collected when a folder is walked (compared case-insensitively; ``.dcm`` is
+a DICOM cine, :mod:`stream.dicom`)."""
 DEFAULT_E = 0.5
 """Neutral element used when a bundle has no aggregator (an untrained video score)."""
 

@@ -253,8 +253,8 @@ def decode_file(path: str | Path, max_frames: int | None = None,
     """Decode every frame of a video file (or image folder) as fast as possible, unpaced.
 
     Args:
-        path: any container FFmpeg reads (mp4, mov, avi, mpeg, mkv, gif, ...) or a folder of
-            images (played at ``fps``).
+        path: any container FFmpeg reads (mp4, mov, avi, mpeg, mkv, gif, ...), a DICOM cine
+            (:mod:`stream.dicom`) or a folder of images (played at ``fps``).
         max_frames: stop after this many frames.
         fps: frame rate assigned to image folders.
 
@@ -270,6 +270,10 @@ def decode_file(path: str | Path, max_frames: int | None = None,
         raise SourceError(f"{p}: no such file or folder")
     if p.is_dir():
         return _decode_folder(p, fps, max_frames)
+    from stream import dicom  # DICOM cine (pydicom), by ending or preamble
+
+    if dicom.is_dicom(p):
+        return dicom.decode_dicom(p, max_frames, fps)
     return _decode_container(p, max_frames)
 
 
@@ -313,7 +317,12 @@ class FileSource(Source):
         if self.path.is_dir():
             list_images(self.path)  # fail now, not in the stream
         else:
-            _open_container(self.path).close()
+            from stream import dicom
+
+            if dicom.is_dicom(self.path):
+                dicom.read_header(self.path)
+            else:
+                _open_container(self.path).close()
         self.truncated: str | None = None
 
     def events(self) -> Iterator[Event]:

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream.dicom import DICOM_SUFFIXES
 from stream.exam.protocols import zone_ids
 from stream.sources import IMAGE_SUFFIXES
 
@@ -26,7 +27,6 @@ RULE = ("<patient>_<zone>[_<take>].<ext>, e.g. P07_R1.mp4 or P07_L3_2.dcm: patie
         "(R1..R{n}, L1..L{n}); take = optional label for a second clip of the zone")
 _NAME_RE = re.compile(r"^(?P<patient>[A-Za-z0-9][A-Za-z0-9-]{0,63})_(?P<zone>[RLrl][0-9]{1,2})"
                       r"(?:_(?P<take>[A-Za-z0-9-]{1,32}))?$")
-DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
 @dataclass(frozen=True)
