@@ -5,7 +5,9 @@ inputs and outputs of a trained pleura bundle but random fixed weights:
 
 - ``frame.onnx``: ``frames`` (B, 3, 224, 224) -> ``probs`` (B, 4) softmax, ``theta1``,
   ``theta2`` (B, 2, 3). The outputs depend on the input (4x4 average-pooled intensities ->
-  linear -> softmax / tanh), so different frames give different scores and boxes.
+  linear -> softmax / tanh), so different frames give different scores and boxes. With
+  ``findings=True`` it has a 4th output ``findings`` (B, 5) sigmoid, named
+  :data:`DUMMY_FINDINGS` in the manifest, as a frame model with a findings head.
 - ``seg-dummy.onnx``: ``image`` (B, 1, 200, 260) -> ``probs`` (B, 5, 200, 260) softmax, and
   ``seg-dummy-mc.onnx``, the same model with an always-on dropout (RandomUniformLike mask)
   for MC-dropout sampling.
@@ -26,6 +28,8 @@ from engines.preprocess import FRAME_SPEC, SEG_SPEC
 
 OPSET = 17
 IR_VERSION = 8  # what opset 17 needs; readable by every ONNX Runtime >= 1.14 and TensorRT 10
+DUMMY_FINDINGS = ("b_lines", "consolidations", "effusion", "a_lines", "pleural_irregularities")
+"""Finding names of a dummy bundle made with ``findings=True`` (those of ``pleura train real``)."""
 
 
 def _model(graph, onnx):
@@ -36,7 +40,21 @@ def _model(graph, onnx):
     return model
 
 
-def _frame_graph(rng: np.random.Generator, onnx):
+def _findings_head(rng: np.random.Generator, onnx, nf: int) -> tuple[list, list, list]:
+    """Initialisers, nodes and output of ``findings = sigmoid(feat @ W + b)``, (B, F)."""
+    h, t = onnx.helper, onnx.TensorProto
+    nfind = len(DUMMY_FINDINGS)
+    inits = [onnx.numpy_helper.from_array(rng.normal(0, 1.5, (nf, nfind)).astype(np.float32),
+                                          "w_find"),
+             onnx.numpy_helper.from_array(rng.normal(0, 0.8, (nfind,)).astype(np.float32),
+                                          "b_find")]
+    nodes = [h.make_node("MatMul", ["feat", "w_find"], ["find0"]),
+             h.make_node("Add", ["find0", "b_find"], ["find1"]),
+             h.make_node("Sigmoid", ["find1"], ["findings"])]
+    return inits, nodes, [h.make_tensor_value_info("findings", t.FLOAT, ["batch", nfind])]
+
+
+def _frame_graph(rng: np.random.Generator, onnx, findings_rng: np.random.Generator | None = None):
     h, t = onnx.helper, onnx.TensorProto
     c, hh, ww = FRAME_SPEC.channels, FRAME_SPEC.height, FRAME_SPEC.width
     k = hh // 4  # 4x4 pooled grid per channel
@@ -69,13 +87,15 @@ def _frame_graph(rng: np.random.Generator, onnx):
             h.make_node("Add", [f"t{i}c", f"base{i}"], [f"t{i}d"]),
             h.make_node("Reshape", [f"t{i}d", "shape_theta"], [f"theta{i}"]),
         ]
+    outputs = [h.make_tensor_value_info("probs", t.FLOAT, ["batch", 4]),
+               h.make_tensor_value_info("theta1", t.FLOAT, ["batch", 2, 3]),
+               h.make_tensor_value_info("theta2", t.FLOAT, ["batch", 2, 3])]
+    if findings_rng is not None:  # its own generator: the other weights stay as they were
+        f_inits, f_nodes, f_out = _findings_head(findings_rng, onnx, nf)
+        inits, nodes, outputs = inits + f_inits, nodes + f_nodes, outputs + f_out
     graph = h.make_graph(
         nodes, "dummy_reg_stn",
-        [h.make_tensor_value_info("frames", t.FLOAT, ["batch", c, hh, ww])],
-        [h.make_tensor_value_info("probs", t.FLOAT, ["batch", 4]),
-         h.make_tensor_value_info("theta1", t.FLOAT, ["batch", 2, 3]),
-         h.make_tensor_value_info("theta2", t.FLOAT, ["batch", 2, 3])],
-        inits)
+        [h.make_tensor_value_info("frames", t.FLOAT, ["batch", c, hh, ww])], outputs, inits)
     return _model(graph, onnx)
 
 
@@ -110,13 +130,15 @@ def _seg_graph(rng: np.random.Generator, onnx, mc: bool):
     return _model(graph, onnx)
 
 
-def make_dummy_bundle(directory: str | Path, seg: bool = True, seed: int = 0) -> Path:
+def make_dummy_bundle(directory: str | Path, seg: bool = True, seed: int = 0,
+                      findings: bool = False) -> Path:
     """Write a tiny valid bundle (random fixed weights, real I/O contract) into ``directory``.
 
     Args:
         directory: created if needed; existing bundle files in it are overwritten.
         seg: include a segmentation member (with its MC-dropout variant).
         seed: weight seed (same seed -> byte-identical models).
+        findings: give the frame model a ``findings`` output (:data:`DUMMY_FINDINGS`).
 
     Returns:
         The bundle directory, ready for :func:`engines.load_bundle`.
@@ -126,7 +148,8 @@ def make_dummy_bundle(directory: str | Path, seg: bool = True, seed: int = 0) ->
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    onnx.save(_frame_graph(rng, onnx), str(out / "frame.onnx"))
+    find_rng = np.random.default_rng(seed + 2) if findings else None
+    onnx.save(_frame_graph(rng, onnx, find_rng), str(out / "frame.onnx"))
     members = []
     if seg:
         seg_rng = np.random.default_rng(seed + 1)
@@ -143,6 +166,8 @@ def make_dummy_bundle(directory: str | Path, seg: bool = True, seed: int = 0) ->
         created_by="engines.testing.make_dummy_bundle (random weights: a test fixture, "
                    "not a model)",
         name="dummy", commands=[f"python -c \"from engines.testing import make_dummy_bundle; "
-                                f"make_dummy_bundle('{out}', seg={seg}, seed={seed})\""],
-        training={"data": "none (random weights)"})
+                                f"make_dummy_bundle('{out}', seg={seg}, seed={seed}, "
+                                f"findings={findings})\""],
+        training={"data": "none (random weights)"},
+        finding_names=DUMMY_FINDINGS if findings else ())
     return out

@@ -7,7 +7,9 @@ corners (mapped back to source-frame pixels by the letterbox) and
 :class:`engines.uninorm.RunningUninorm` keeps the running video score (Roy et al. 2020,
 PAPER.md sections 1-2). Per clip it records per-frame probabilities, argmax and boxes, the
 running video score after every frame, the final video score and probabilities, and frames/s;
-prints one line per clip; and writes a JSON (schema: ``docs/score-json.md``) and/or a CSV.
+with a bundle whose frame model has a findings head (B-lines, consolidations, ...) also the
+per-frame findings and their clip summary (:mod:`engines.findings`). It prints one line per
+clip and writes a JSON (schema: ``docs/score-json.md``) and/or a CSV.
 
 A clip that cannot be read is reported with the reason and the rest are still scored; a clip
 that ends before its container says (``truncated: true``, :class:`stream.sources.TruncatedError`)
@@ -31,13 +33,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engines.base import FrameOutput
+from engines.findings import (
+    RunningFindings,
+    check_findings,
+    finding_label,
+    findings_dict,
+    resolve_names,
+)
 from engines.postprocess import crop_boxes
 from engines.preprocess import FRAME_SPEC, PreprocessSpec, preprocess_batch
 from engines.uninorm import RunningUninorm, check_e, uninorm_reduce, video_probs
@@ -65,6 +74,7 @@ class Scorer:
         e: (4,) uninorm neutral elements for the video score.
         name: bundle or run name (recorded in the JSON).
         backend: e.g. "onnxruntime", "torch".
+        finding_names: names of the frame model's ``findings`` output, () when it has none.
     """
 
     engine: Any
@@ -72,6 +82,7 @@ class Scorer:
     e: np.ndarray
     name: str
     backend: str
+    finding_names: tuple[str, ...] = ()
 
 
 def read_uninorm_json(path: str | Path) -> np.ndarray:
@@ -100,7 +111,7 @@ def scorer_from_bundle(path: str | Path | None, backend: str = "auto",
     else:
         e = check_e(bundle.uninorm_e)
     return Scorer(engine, bundle.frame_spec, e, bundle.name,
-                  str(getattr(engine, "backend", backend)))
+                  str(getattr(engine, "backend", backend)), bundle.finding_names)
 
 
 def scorer_from_run(run: str | Path, device: str = "cpu") -> Scorer:
@@ -209,6 +220,68 @@ def _r(a: np.ndarray, nd: int = 6) -> list:
     return np.round(np.asarray(a, dtype=np.float64), nd).tolist()
 
 
+@dataclass
+class _Clip:
+    """What :func:`score_frames` accumulates over one clip."""
+
+    running: RunningUninorm
+    findings: RunningFindings | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    dropped: int = 0
+
+
+def _frame_findings(out: FrameOutput, i: int, clip: _Clip,
+                    names: Sequence[str]) -> np.ndarray | None:
+    """Frame ``i``'s (F,) findings, checked, or None when the model has no findings head."""
+    if out.findings is None:
+        return None
+    if clip.findings is None:  # sized by the model's output on the first batch
+        clip.findings = RunningFindings(resolve_names(names, out.findings.shape[1]))
+    return check_findings(out.findings[i], len(clip.findings.names))
+
+
+def _add_batch(out: FrameOutput, lbs: Sequence[Any], corners: np.ndarray, clip: _Clip,
+               names: Sequence[str]) -> None:
+    """Record one scored batch frame by frame; a bad frame is counted, logged and dropped.
+
+    Args:
+        out: the engine's outputs for the batch (B frames).
+        lbs: B letterboxes (model input -> source frame).
+        corners: (B, 2, 4, 2) crop corners in model-input pixels.
+        clip: the clip's running state, updated in place.
+        names: the scorer's finding names.
+    """
+    for i, lb in enumerate(lbs):
+        probs = np.asarray(out.probs[i], dtype=np.float64)
+        try:
+            found = _frame_findings(out, i, clip, names)
+            agg = clip.running.update(probs)
+        except ValueError as exc:  # one bad frame never stops the clip
+            clip.dropped += 1
+            log.warning("frame %d dropped: %s", len(clip.records) + clip.dropped - 1, exc)
+            continue
+        rec = {"index": len(clip.records) + clip.dropped, "probs": _r(probs),
+               "score": int(np.argmax(probs)), "boxes": _r(lb.to_source(corners[i]), 2),
+               "video_score": clip.running.score, "video_probs": _r(video_probs(agg))}
+        if found is not None and clip.findings is not None:
+            clip.findings.update(found)
+            rec["findings"] = findings_dict(clip.findings.names, found)
+        clip.records.append(rec)
+
+
+def _video(clip: _Clip) -> dict[str, Any]:
+    """The clip's ``video`` record (docs/score-json.md)."""
+    running = clip.running
+    value = running.value
+    video = {"score": running.score, "probs": _r(video_probs(value)),
+             "aggregate": [float(v) for v in value],
+             "log_aggregate": [float(v) if np.isfinite(v) else None for v in running.log_value],
+             "n_frames": running.n_frames}
+    if clip.findings is not None:
+        video["findings"] = clip.findings.summary()
+    return video
+
+
 def score_frames(frames: Iterable[Any], scorer: Scorer, batch: int = 16,
                  timer: dict[str, float] | None = None) -> dict[str, Any]:
     """Score decoded frames (objects with ``.image``) and aggregate the running video score.
@@ -221,10 +294,8 @@ def score_frames(frames: Iterable[Any], scorer: Scorer, batch: int = 16,
         "video": {...}}`` as in ``docs/score-json.md`` (no timing or path).
     """
     timer = timer if timer is not None else {"decode_s": 0.0, "infer_s": 0.0}
-    running = RunningUninorm(scorer.e)
-    records: list[dict[str, Any]] = []
+    clip = _Clip(RunningUninorm(scorer.e))
     frame_hw: list[int] | None = None
-    dropped = 0
     in_hw = (scorer.spec.height, scorer.spec.width)
     batches = _prefetch(_prepared(frames, batch, scorer.spec, timer))
     error: str | None = None
@@ -242,38 +313,11 @@ def score_frames(frames: Iterable[Any], scorer: Scorer, batch: int = 16,
         out: FrameOutput = scorer.engine.frame(x)
         corners = crop_boxes(out, in_hw)  # (B, 2, 4, 2) model-input pixels
         timer["infer_s"] += time.perf_counter() - t
-        if frame_hw is None:
-            frame_hw = list(hw)
-        for i, lb in enumerate(boxes_lb):
-            probs = np.asarray(out.probs[i], dtype=np.float64)
-            try:
-                agg = running.update(probs)
-            except ValueError as exc:  # one bad frame never stops the clip
-                dropped += 1
-                log.warning("frame %d dropped: %s", len(records) + dropped - 1, exc)
-                continue
-            records.append({
-                "index": len(records) + dropped,
-                "probs": _r(probs),
-                "score": int(np.argmax(probs)),
-                "boxes": _r(lb.to_source(corners[i]), 2),
-                "video_score": running.score,
-                "video_probs": _r(video_probs(agg)),
-            })
-    value = running.value
-    return {
-        "error": error,
-        "truncated": truncated,
-        "frame_hw": frame_hw,
-        "n_frames": len(records),
-        "dropped": dropped,
-        "frames": records,
-        "video": {"score": running.score, "probs": _r(video_probs(value)),
-                  "aggregate": [float(v) for v in value],
-                  "log_aggregate": [float(v) if np.isfinite(v) else None
-                                    for v in running.log_value],
-                  "n_frames": running.n_frames},
-    }
+        frame_hw = frame_hw or list(hw)
+        _add_batch(out, boxes_lb, corners, clip, scorer.finding_names)
+    return {"error": error, "truncated": truncated, "frame_hw": frame_hw,
+            "n_frames": len(clip.records), "dropped": clip.dropped, "frames": clip.records,
+            "video": _video(clip)}
 
 
 def score_clip(path: Path, scorer: Scorer, batch: int = 16,
@@ -313,21 +357,37 @@ def summary_line(i: int, n: int, rec: dict[str, Any]) -> str:
     v = rec["video"]
     probs = " ".join(f"{p:.2f}" for p in v["probs"])
     return (f"{head} {rec['n_frames']} frames, video score {v['score']} (probs {probs}), "
-            f"{rec['timing']['fps']:.1f} frames/s")
+            f"{rec['timing']['fps']:.1f} frames/s{_findings_note(v)}")
+
+
+def _findings_note(video: dict[str, Any]) -> str:
+    """``", findings: B-lines, A-lines"`` (clip mean >= 0.5); "" without a findings head."""
+    found = video.get("findings")
+    if not found:
+        return ""
+    present = [finding_label(n) for n, s in found.items() if s["present"]]
+    return f", findings: {', '.join(present) or 'none'}"
 
 
 CSV_FIELDS = ("path", "ok", "error", "n_frames", "video_score", "p0", "p1", "p2", "p3",
               "max_frame_score", "fps", "truncated")
+"""The CSV's fixed columns; a bundle with findings adds ``<name>_mean`` columns after them."""
+
+
+def _clip_findings(clip: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return (clip.get("video") or {}).get("findings") or {}
 
 
 def write_csv(path: str | Path, clips: Sequence[dict[str, Any]]) -> None:
-    """One row per clip (columns :data:`CSV_FIELDS`)."""
+    """One row per clip: :data:`CSV_FIELDS`, then the clip mean of each finding (if any)."""
+    names = list(dict.fromkeys(n for c in clips for n in _clip_findings(c)))
     with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w = csv.DictWriter(f, fieldnames=[*CSV_FIELDS, *(f"{n}_mean" for n in names)])
         w.writeheader()
         for c in clips:
             has_video = bool(c.get("n_frames"))
             probs = c["video"]["probs"] if has_video else [""] * 4
+            found = _clip_findings(c)
             w.writerow({
                 "path": c["path"], "ok": int(c["ok"]), "error": c["error"] or "",
                 "n_frames": c.get("n_frames", 0),
@@ -335,6 +395,7 @@ def write_csv(path: str | Path, clips: Sequence[dict[str, Any]]) -> None:
                 **{f"p{k}": probs[k] for k in range(4)},
                 "max_frame_score": max((fr["score"] for fr in c.get("frames", [])), default=""),
                 "fps": c["timing"]["fps"], "truncated": int(bool(c.get("truncated"))),
+                **{f"{n}_mean": found[n]["mean"] if n in found else "" for n in names},
             })
 
 
@@ -355,7 +416,9 @@ def score_paths(paths: Sequence[str | Path], scorer: Scorer, batch: int = 16,
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "model": {"name": scorer.name, "backend": scorer.backend, "e": _r(scorer.e),
-                  "input": scorer.spec.to_dict()},
+                  "input": scorer.spec.to_dict(),
+                  **({"finding_names": list(scorer.finding_names)}
+                     if scorer.finding_names else {})},
         "clips": results,
         "summary": {"n_clips": len(results), "n_failed": sum(not r["ok"] for r in results),
                     "n_truncated": sum(bool(r.get("truncated")) for r in results),

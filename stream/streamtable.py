@@ -1,8 +1,9 @@
 """Per-stream state of the worker, in a bounded table.
 
-Each stream id the worker sees costs memory until it is forgotten: its running uninorm, counters
-and the last RESULT (with its display frame, ~0.3 MB). The 16-bit ``stream_id`` of the wire
-header lets a sender name 65,536 streams, so the table is bounded two ways:
+Each stream id the worker sees costs memory until it is forgotten: its running uninorm (and
+findings summary, O(F)), counters and the last RESULT (with its display frame, ~0.3 MB). The
+16-bit ``stream_id`` of the wire header lets a sender name 65,536 streams, so the table is
+bounded two ways:
 
 - **idle expiry**: a stream that sent nothing (no frame, no source-state message) for
   ``idle_s`` seconds is forgotten; a capture that is reconnecting re-announces its state, so
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from engines.findings import RunningFindings
 from engines.uninorm import RunningUninorm
 from stream.wire import Message
 
@@ -32,7 +34,11 @@ DEFAULT_IDLE_S = 300.0
 
 @dataclass
 class StreamState:
-    """What the worker remembers per source (stream id)."""
+    """What the worker remembers per source (stream id).
+
+    ``agg`` is the running video score; ``findings`` the running clip summary of the frame
+    model's findings (None until a frame with findings was scored).
+    """
 
     agg: RunningUninorm
     restarted: bool
@@ -46,6 +52,13 @@ class StreamState:
     source_state: str = "playing"
     last_result: Message | None = None
     mask_seq: int | None = None
+    findings: RunningFindings | None = None
+
+    def reset_video(self) -> None:
+        """A new video on this stream: restart the video score and the findings summary."""
+        self.agg.reset()
+        if self.findings is not None:
+            self.findings.reset()
 
 
 class StreamTable(Generic[T]):

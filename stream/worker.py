@@ -11,6 +11,11 @@ own rate on a second thread so it never delays the scores (or inline on every fr
 Sequence gaps are counted as skipped frames. This module is the process (sockets, loop, CLI);
 the engine, per-stream state and scoring path are :class:`stream.workercore.Worker`.
 
+Findings: when the bundle's frame model has a findings head, each RESULT carries ``findings``
+({name: probability} of the frame) and ``video.findings``, the stream's running clip summary
+({name: {"mean", "max", "fraction", "present"}}, :class:`engines.findings.RunningFindings`,
+O(F) state), restarted with the video score; both are null otherwise.
+
 Faults: a garbage message, a FRAME or HEARTBEAT whose JSON fields have the wrong type or size
 (:mod:`stream.messages`; those fields are copied into results), a bad frame, or any exception
 raised while handling one message is logged (rate-limited) and counted, and the message is

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 import engines
+from engines.findings import RunningFindings, check_findings, findings_dict, resolve_names
 from engines.preprocess import preprocess_frame, to_grey
 from engines.uninorm import RunningUninorm
 from stream.messages import FrameMeta, SourceState
@@ -160,7 +161,7 @@ class Worker:
         elif st.key is None:  # known from a source-state message only: its first frame
             st.key = key
         elif key != st.key:  # new source, restarted capture or a new loop pass: new video
-            st.agg.reset()
+            st.reset_video()
             st.restarted, st.key, st.last_seq, st.mask_seq = False, key, None, None
             if self.seg is not None:
                 self.seg.forget(msg.stream_id)
@@ -192,7 +193,7 @@ class Worker:
         meta = {"seq": st.last_seq or 0, "stream_id": sid, "source": st.source,
                 "status_only": True, "source_detail": detail, "frame_hw": None,
                 "display_hw": list(STATUS_HW), "probs": None, "score": None, "boxes": [],
-                "video": None, "mask": None, "skipped": st.skipped, "fps": 0.0,
+                "video": None, "findings": None, "mask": None, "skipped": st.skipped, "fps": 0.0,
                 "backend": self.backend, "bundle": self.bundle.name, "timing_ms": {},
                 "latency_ms": None, "worker_pid": os.getpid()}
         res = Message(Kind.RESULT, sid, st.last_seq or 0, meta=meta,
@@ -221,7 +222,7 @@ class Worker:
         for sid in self.streams.ids():
             if stream_id is None or sid == stream_id:
                 st = self.streams.peek(sid)
-                st.agg.reset()
+                st.reset_video()
                 st.restarted = False
 
     def control(self, meta: dict[str, Any]) -> None:
@@ -295,6 +296,7 @@ class Worker:
         st = self._state(msg, fm)
         probs = out.probs[i].astype(np.float64)
         try:
+            found = self._frame_findings(st, out, i)  # checked before any state changes
             st.agg.update(probs)
         except ValueError as exc:
             self.drop("bad_frame", "stream %d seq %d: %s", msg.stream_id, msg.seq, exc)
@@ -310,10 +312,15 @@ class Worker:
             "probs": probs.tolist(), "score": int(np.argmax(probs)),
             "boxes": crop_boxes_display(out.theta1[i], out.theta2[i], lb, in_hw, scale),
             "video": {"probs": st.agg.probs.tolist(), "score": st.agg.score,
-                      "n_frames": st.agg.n_frames, "restarted": st.restarted},
-            "mask": None, "batch": n, "worker_pid": os.getpid(),
+                      "n_frames": st.agg.n_frames, "restarted": st.restarted,
+                      "findings": None},
+            "findings": None, "mask": None, "batch": n, "worker_pid": os.getpid(),
             "capture_session": fm.session, "capture_sent": fm.sent,
         }
+        if found is not None and st.findings is not None:
+            st.findings.update(found)
+            meta["findings"] = findings_dict(st.findings.names, found)
+            meta["video"]["findings"] = st.findings.summary()
         if self.seg is not None:
             self.seg.submit(msg.stream_id, msg.seq, grey, disp.shape[:2])
             got = self.seg.latest(msg.stream_id)
@@ -331,6 +338,22 @@ class Worker:
             st.fps = 1.0 / dt if st.fps == 0 else 0.9 * st.fps + 0.1 / max(dt, 1e-6)
         st.last_t = now
         return res, st
+
+    def _frame_findings(self, st: StreamState, out: Any, i: int) -> np.ndarray | None:
+        """Frame ``i``'s (F,) findings, checked, or None when the model has no findings head.
+
+        The stream's running summary is made on its first frame with findings (sized by the
+        model's output, named by the bundle).
+
+        Raises:
+            ValueError: a wrong size or non-finite values (the frame is dropped).
+        """
+        f = getattr(out, "findings", None)
+        if f is None:
+            return None
+        if st.findings is None:
+            st.findings = RunningFindings(resolve_names(self.bundle.finding_names, f.shape[1]))
+        return check_findings(f[i], len(st.findings.names))
 
     def finish(self, res: Message, st: StreamState) -> bytes:
         """Add the last stamps and worker-wide fields, encode; remember it as the last result."""

@@ -185,3 +185,34 @@ def test_tensorrt_matches_ort_on_gpu(dummy, tmp_path):
     plans = sorted(p.name for p in tmp_path.glob("*.plan"))
     engines.create_engine(dummy, backend="tensorrt", fp16=False, plan_dir=tmp_path).close()
     assert sorted(p.name for p in tmp_path.glob("*.plan")) == plans
+
+
+def test_pack_frame_maps_outputs_by_name_in_any_engine_order():
+    """TensorRT lists outputs in engine I/O order, not graph order: findings must follow names."""
+    from engines.backends.common import pack_frame
+
+    b = 3
+    probs = np.full((b, 4), 0.25, np.float32)
+    t1, t2 = np.zeros((b, 6), np.float32), np.ones((b, 2, 3), np.float32)
+    found = np.linspace(0, 1, b * 5, dtype=np.float32).reshape(b, 5)
+    out = pack_frame([t2, found, probs, t1], ["theta2", "findings", "probs", "theta1"])
+    np.testing.assert_array_equal(out.findings, found)
+    np.testing.assert_array_equal(out.probs, probs)
+    assert out.theta1.shape == out.theta2.shape == (b, 2, 3) and out.theta2.min() == 1
+    assert pack_frame([probs, t1, t2], ["probs", "theta1", "theta2"]).findings is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (HAS_TRT and backends.gpu_available()),
+                    reason="needs an NVIDIA GPU with tensorrt and cuda-python")
+def test_tensorrt_passes_findings_through_on_gpu(tmp_path):
+    bundle = make_dummy_bundle(tmp_path / "b", seg=False, findings=True)
+    ref = engines.create_engine(bundle, backend="onnxruntime", device="cpu")
+    trt = engines.create_engine(bundle, backend="tensorrt", fp16=False, plan_dir=tmp_path)
+    try:
+        x = np.random.default_rng(1).random((3, 3, 224, 224), dtype=np.float32)
+        a, b = ref.frame(x), trt.frame(x)
+        assert b.findings is not None and b.findings.shape == (3, 5)
+        np.testing.assert_allclose(a.findings, b.findings, atol=1e-4)
+    finally:
+        trt.close()

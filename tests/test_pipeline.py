@@ -21,7 +21,8 @@ import psutil
 import pytest
 import zmq
 
-from engines.testing import make_dummy_bundle
+from engines.findings import RunningFindings
+from engines.testing import DUMMY_FINDINGS, make_dummy_bundle
 from engines.uninorm import RunningUninorm
 from stream.score import score_frames, scorer_from_bundle
 from stream.sources import decode_file
@@ -55,7 +56,7 @@ def write_sim_clip(path: Path, n: int = 90, hw: tuple[int, int] = (180, 240)) ->
 def env(tmp_path_factory):
     d = tmp_path_factory.mktemp("pipe")
     return {"dir": d, "clip": write_sim_clip(d / "sim.mp4"),
-            "bundle": make_dummy_bundle(d / "bundle")}
+            "bundle": make_dummy_bundle(d / "bundle", findings=True)}
 
 
 def pleura(*args: str) -> list[str]:
@@ -133,6 +134,7 @@ def test_live_results_equal_offline_scoring(env, tmp_path):
                            scorer_from_bundle(env["bundle"], backend="onnxruntime"), batch=1)
     by_index = {r["index"]: r for r in offline["frames"]}
     agg = RunningUninorm(scorer_from_bundle(env["bundle"], backend="onnxruntime").e)
+    found = RunningFindings(DUMMY_FINDINGS)
     seqs = [m.seq for m in res]
     assert seqs == sorted(set(seqs)), "results out of order or duplicated"
     for m in res:
@@ -147,6 +149,13 @@ def test_live_results_equal_offline_scoring(env, tmp_path):
         assert meta["video"]["n_frames"] == agg.n_frames
         np.testing.assert_allclose(meta["video"]["probs"], agg.probs, atol=1e-5)
         assert meta["video"]["score"] == int(np.argmax(video))
+        # findings: the frame's equal offline scoring's; the clip's are the running summary
+        assert list(meta["findings"]) == list(ref["findings"]) == list(DUMMY_FINDINGS)
+        np.testing.assert_allclose(list(meta["findings"].values()),
+                                   list(ref["findings"].values()), atol=1e-5)
+        found.update(np.array(list(meta["findings"].values())))
+        np.testing.assert_allclose([v["mean"] for v in meta["video"]["findings"].values()],
+                                   found.mean, atol=1e-5)
         s = m.stamps
         assert np.all(s[:7] > 0) and np.all(np.diff(s[:7]) >= 0), dict(zip(STAGES, s, strict=True))
         assert meta["latency_ms"] == pytest.approx((s[6] - s[0]) * 1000, abs=0.01)

@@ -19,7 +19,7 @@ from engines.preprocess import preprocess_batch
 from engines.testing import make_dummy_bundle
 from engines.uninorm import uninorm_reduce, video_probs
 from stream import cli
-from stream.score import find_clips, score_paths, scorer_from_bundle
+from stream.score import CSV_FIELDS, find_clips, score_paths, scorer_from_bundle
 
 N_FRAMES = 12
 
@@ -116,8 +116,11 @@ def test_cli_scores_good_clips_reports_corrupt_and_exits_1(setup, tmp_path, caps
         assert last["video_score"] == c["video"]["score"]
         np.testing.assert_allclose(last["video_probs"], c["video"]["probs"], atol=1e-6)
         assert c["video"]["n_frames"] == n
+        assert "findings" not in c["video"] and "findings" not in c["frames"][0]
     rows = out_csv.read_text().splitlines()
     assert len(rows) == 4 and rows[0].startswith("path,ok,error,n_frames,video_score")
+    assert rows[0].split(",") == list(CSV_FIELDS)  # no findings head: no extra columns
+    assert "finding_names" not in doc["model"] and "findings:" not in stdout
 
 
 def test_running_score_after_last_frame_equals_batch(setup):
@@ -188,3 +191,108 @@ def test_error_mid_clip_keeps_frames_scored_before_it(setup):
     assert res["n_frames"] == 9  # every frame decoded before the failure is scored
     assert "decoding failed after 9 frames" in res["error"]
     assert res["video"]["n_frames"] == 9
+
+
+# --------------------------------------------------------------------------- findings (issue #13)
+
+
+def _check_findings_clip(c: dict, names: tuple[str, ...], P: np.ndarray) -> None:
+    """Per-frame findings equal the engine's (N, F) ``P``; the clip summary is their statistics."""
+    got = np.array([[fr["findings"][n] for n in names] for fr in c["frames"]])
+    assert [list(fr["findings"]) for fr in c["frames"]] == [list(names)] * len(P)
+    np.testing.assert_allclose(got, P, atol=1e-6)
+    summary = c["video"]["findings"]
+    assert list(summary) == list(names)
+    for k, n in enumerate(names):
+        s = summary[n]
+        assert s["mean"] == pytest.approx(P[:, k].mean(), abs=1e-6)
+        assert s["max"] == pytest.approx(P[:, k].max(), abs=1e-6)
+        assert s["fraction"] == pytest.approx((P[:, k] >= 0.5).mean(), abs=1e-6)
+        assert s["present"] is bool(P[:, k].mean() >= 0.5)
+
+
+def _engine_findings(bundle: Path, clip: Path) -> np.ndarray:
+    """(N, F) findings of every frame of ``clip``, decoded and scored in one batch."""
+    with av.open(str(clip)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    b = engines.load_bundle(bundle)
+    x, _ = preprocess_batch(frames, b.frame_spec)
+    return engines.create_engine(b, "onnxruntime", threads=1).frame(x).findings
+
+
+def test_findings_per_frame_clip_summary_and_csv_columns(setup, tmp_path, capsys):
+    from engines.testing import DUMMY_FINDINGS
+
+    _, clips = setup
+    bundle = make_dummy_bundle(tmp_path / "bundle", seg=False, findings=True)
+    out_json, out_csv = tmp_path / "out.json", tmp_path / "out.csv"
+    rc = cli.main(["score", str(clips / "sim.mp4"), str(tmp_path / "nope.mp4"), "--bundle",
+                   str(bundle), "--json", str(out_json), "--csv", str(out_csv), "--batch", "5"])
+    assert rc == 1  # the missing clip
+    line = next(x for x in capsys.readouterr().out.splitlines() if "sim.mp4:" in x)
+    assert ", findings: " in line
+    doc = json.loads(out_json.read_text())
+    assert doc["schema_version"] == 1 and doc["model"]["finding_names"] == list(DUMMY_FINDINGS)
+    sim, missing = doc["clips"]
+    P = _engine_findings(bundle, clips / "sim.mp4")
+    assert P.shape == (N_FRAMES, len(DUMMY_FINDINGS))
+    _check_findings_clip(sim, DUMMY_FINDINGS, P)
+    present = [n for n in DUMMY_FINDINGS if sim["video"]["findings"][n]["present"]]
+    from engines.findings import finding_label
+
+    assert line.endswith(", findings: " + (", ".join(map(finding_label, present)) or "none"))
+    # CSV: the fixed columns unchanged, then one clip-mean column per finding
+    import csv
+
+    with out_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [*CSV_FIELDS, *(f"{n}_mean" for n in DUMMY_FINDINGS)]
+    for n in DUMMY_FINDINGS:
+        assert float(rows[0][f"{n}_mean"]) == sim["video"]["findings"][n]["mean"]
+        assert rows[1][f"{n}_mean"] == ""  # the clip that could not be opened
+    assert missing["ok"] is False
+
+
+def test_findings_of_a_bad_frame_drop_the_frame_not_the_clip(setup):
+    from types import SimpleNamespace
+
+    from engines.base import FrameOutput
+    from stream.score import score_frames
+
+    bundle, _ = setup
+    scorer = scorer_from_bundle(bundle, backend="onnxruntime", threads=1)
+    real = scorer.engine
+
+    class WithFindings:  # the dummy engine plus a findings head, NaN for the 2nd frame
+        def frame(self, x):
+            out = real.frame(x)
+            f = np.tile(np.linspace(0.2, 0.9, 3, dtype=np.float32), (len(x), 1))
+            f[1] = np.nan  # batches of 3: frames 1 and 4
+            return FrameOutput(out.probs, out.theta1, out.theta2, f)
+
+    scorer.engine = WithFindings()
+    scorer.finding_names = ("b_lines", "effusion")  # names that do not match: generic names
+    frames = [SimpleNamespace(image=img) for img in _frames(6, 64, 80, 3)]
+    res = score_frames(frames, scorer, batch=3)
+    assert res["n_frames"] == 4 and res["dropped"] == 2
+    assert res["video"]["n_frames"] == 4  # uninorm and findings both skip the bad frames
+    assert list(res["frames"][0]["findings"]) == ["finding_0", "finding_1", "finding_2"]
+    assert res["video"]["findings"]["finding_2"] == {"mean": 0.9, "max": 0.9, "fraction": 1.0,
+                                                     "present": True}
+    assert res["video"]["findings"]["finding_0"]["present"] is False
+
+
+def test_exported_real_bundle_reports_findings(setup, tmp_path):
+    """The exported graph of `pleura train real` (torch, ~10 s), not only the dummy one."""
+    pytest.importorskip("torch")
+    from tests.test_real import _real_run
+
+    _, clips = setup
+    run = _real_run(tmp_path, [{"file": "a.mp4", "license": "CC BY 4.0", "score": 0}])
+    out = tmp_path / "bundle"
+    assert cli.main(["export", str(run), "--out", str(out)]) == 0
+    names = engines.load_bundle(out).finding_names
+    assert len(names) == 5
+    scorer = scorer_from_bundle(out, backend="onnxruntime", threads=1)
+    doc = score_paths([clips / "sim.mp4"], scorer, batch=4, echo=None)
+    _check_findings_clip(doc["clips"][0], names, _engine_findings(out, clips / "sim.mp4"))

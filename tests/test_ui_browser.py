@@ -47,10 +47,11 @@ from selenium.webdriver.common.by import By  # noqa: E402 - after the skip
 def live_page():
     tmp = Path(tempfile.mkdtemp(prefix="pleura-ui-test-"))
     clip = demo_or_clip(tmp)
-    live = LivePipeline(clip, pick_bundle(tmp), tmp / "live.log")
+    bundle = pick_bundle(tmp)
+    live = LivePipeline(clip, bundle, tmp / "live.log")
     try:
         live.wait_ready(75)
-        yield live.url, clip
+        yield live.url, clip, bundle
     finally:
         live.stop()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -82,10 +83,29 @@ def _screenshot_on_failure(driver, name: str):
 
 
 def test_live_page_in_chromium(live_page, browser):
-    url, _clip = live_page
+    url, _clip, bundle = live_page
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with _screenshot_on_failure(browser, "live-failure.png"):
         _check_live(browser, url)
+        _check_findings(browser, bundle)
+
+
+def _check_findings(d, bundle: str) -> None:
+    """The findings panel: one row per finding in clinical words with percentages when the
+    bundle has a findings head (PLEURA_UI_TEST_BUNDLE=...), hidden when it has none."""
+    import engines
+    from engines.findings import finding_label
+
+    names = engines.load_bundle(bundle).finding_names
+    panel = d.find_element(By.ID, "pleura-findings")
+    if not names:
+        assert not panel.is_displayed(), "findings shown for a bundle without a findings head"
+        return
+    wait_for(panel.is_displayed, 10, "the findings panel")
+    rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in d.find_elements(By.CSS_SELECTOR, "#pleura-findings-rows tr")]
+    assert [r[0] for r in rows] == [finding_label(n) for n in names], rows
+    assert all(r[2].endswith("%") and r[3].endswith("%") for r in rows), rows
 
 
 def _check_live(d, url: str) -> None:
@@ -149,7 +169,7 @@ def _check_controls(d) -> None:
 
 
 def test_report_page_in_chromium(live_page, browser):
-    url, clip = live_page
+    url, clip, _bundle = live_page
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with _screenshot_on_failure(browser, "report-failure.png"):
         _check_report(browser, url, clip)

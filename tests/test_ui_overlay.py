@@ -133,3 +133,57 @@ def test_encoders_roundtrip():
     assert np.array_equal(cv2.cvtColor(png, cv2.COLOR_BGR2RGB), rgb)
     jpg = overlay.encode_jpeg(rgb)
     assert jpg[:2] == b"\xff\xd8"
+
+
+# --------------------------------------------------------------------------- findings (issue #13)
+
+FINDINGS_RESULT = {
+    "score": 1, "probs": [0.1, 0.6, 0.2, 0.1],
+    "findings": {"b_lines": 0.82, "effusion": 0.1, "a_lines": 0.5},
+    "video": {"score": 1, "probs": [0.2, 0.5, 0.2, 0.1], "findings": {
+        "b_lines": {"mean": 0.7, "max": 0.9, "fraction": 0.8, "present": True},
+        "effusion": {"mean": 0.05, "max": 0.2, "fraction": 0.0, "present": False},
+        "a_lines": {"mean": 0.3, "max": 0.5, "fraction": 0.1, "present": False}}},
+}
+
+
+def test_finding_rows_in_clinical_words_frame_and_clip_values():
+    rows = overlay.finding_rows(FINDINGS_RESULT)
+    assert rows == [
+        {"name": "b_lines", "label": "B-lines", "frame": 0.82, "clip": 0.7, "present": True},
+        {"name": "effusion", "label": "pleural effusion", "frame": 0.1, "clip": 0.05,
+         "present": False},
+        {"name": "a_lines", "label": "A-lines", "frame": 0.5, "clip": 0.3, "present": False}]
+    assert overlay.findings_caption(rows) == "B-lines 82%, A-lines 50%"
+    assert overlay.findings_caption(rows, "clip") == "B-lines 70%"
+    low = [dict(r, frame=0.1) for r in rows]
+    assert overlay.findings_caption(low) == "no finding"
+    assert overlay.findings_caption([]) == ""
+
+
+@pytest.mark.parametrize("result", [
+    {}, {"findings": None, "video": {"findings": None}}, {"findings": None, "video": None},
+    {"score": 1, "video": {"score": 1}}])
+def test_no_findings_head_gives_no_rows(result):
+    assert overlay.finding_rows(result) == []
+
+
+def test_finding_rows_tolerate_malformed_values():
+    rows = overlay.finding_rows({"findings": {"b_lines": "x", "effusion": float("nan"),
+                                              "a_lines": 1.5, "other": True},
+                                 "video": {"findings": {"b_lines": 3, "lung_point": {}}}})
+    assert [r["frame"] for r in rows] == [None, None, None, None, None]
+    assert [r["label"] for r in rows][-1] == "lung point"
+    assert all(r["clip"] is None and r["present"] is False for r in rows)
+
+
+def test_render_result_writes_findings_only_when_the_bundle_has_them():
+    grey = np.full((240, 320), 40, np.uint8)
+    plain = {k: v for k, v in FINDINGS_RESULT.items() if k != "findings"}
+    plain["video"] = {"score": 1, "probs": FINDINGS_RESULT["video"]["probs"]}
+    with_f = overlay.render_result(grey, FINDINGS_RESULT, show_text=True)
+    without = overlay.render_result(grey, plain, show_text=True)
+    assert np.array_equal(with_f[:34], without[:34])  # the two score lines are the same
+    assert not np.array_equal(with_f[34:60], without[34:60])  # a third line: the findings
+    assert np.array_equal(overlay.render_result(grey, FINDINGS_RESULT, show_text=False),
+                          overlay.render_result(grey, plain, show_text=False))

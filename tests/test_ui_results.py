@@ -157,6 +157,29 @@ def test_live_endpoints_serve_newest_frame_with_metadata():
     assert st["latest"]["seq"] == 5 and st["timeline"]["frame"] == [2]
 
 
+def test_live_meta_carries_labelled_findings_rows_only_with_a_findings_head():
+    store = ResultStore()
+    client = _client(store)
+    store.update(_result(1))
+    meta = json.loads(client.get("/pleura/frame.jpg?after=0").headers["x-pleura-meta"])
+    assert meta["finding_rows"] == [] and "findings" not in meta  # the page hides the panel
+    m = _result(2)
+    m.meta["findings"] = {"b_lines": 0.9, "consolidations": 0.2}
+    m.meta["video"]["findings"] = {
+        "b_lines": {"mean": 0.6, "max": 0.9, "fraction": 0.5, "present": True},
+        "consolidations": {"mean": 0.1, "max": 0.2, "fraction": 0.0, "present": False}}
+    store.update(m)
+    meta = json.loads(client.get("/pleura/frame.jpg?after=1").headers["x-pleura-meta"])
+    assert meta["findings"] == m.meta["findings"]
+    assert meta["video"]["findings"] == m.meta["video"]["findings"]
+    assert meta["finding_rows"] == [
+        {"name": "b_lines", "label": "B-lines", "frame": 0.9, "clip": 0.6, "present": True},
+        {"name": "consolidations", "label": "consolidation", "frame": 0.2, "clip": 0.1,
+         "present": False}]
+    latest = client.get("/pleura/state.json").json()["latest"]["meta"]
+    assert latest["findings"] == m.meta["findings"]
+
+
 def test_live_endpoints_mask_toggle_changes_pixels():
     store = ResultStore()
     client = _client(store)

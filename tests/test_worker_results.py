@@ -70,3 +70,97 @@ def test_png_round_trip_and_timings():
     t = timing_ms(stamps)
     assert t["frame_model"] == pytest.approx(20.0) and t["transport"] == pytest.approx(2.0)
     assert "display" not in t  # not reached yet
+
+
+# --------------------------------------------------------------------------- findings (issue #13)
+
+
+def _frame_msg(sid: int, seq: int, img: np.ndarray, epoch: int = 0):
+    """A FRAME as capture sends it, decoded and parsed as the worker loop does."""
+    import time
+
+    from stream.messages import FrameMeta
+    from stream.wire import Kind, Message, decode, encode
+
+    m = Message(Kind.FRAME, sid, seq, array=img,
+                meta={"source": f"test-{sid}", "session": 1, "epoch": epoch, "index": seq})
+    m.stamp("grabbed", time.time())
+    m.stamp("sent", time.time())
+    m = decode(encode(m))
+    return m, FrameMeta.parse(m.meta)
+
+
+@pytest.fixture(scope="module")
+def findings_worker(tmp_path_factory):
+    from engines.testing import make_dummy_bundle
+    from stream.workercore import Worker, WorkerConfig
+
+    bundle = make_dummy_bundle(tmp_path_factory.mktemp("fw") / "b", seg=False, findings=True)
+    w = Worker(WorkerConfig(frames_addrs=(), results_addr="", bundle=str(bundle),
+                            backend="onnxruntime", threads=1, seg="off"))
+    yield w
+    w.close()
+
+
+def _scored(w, batch) -> list[dict]:
+    """Process a batch and return the RESULT metas as a client decodes them."""
+    from stream.wire import decode
+
+    return [decode(w.finish(res, st)).meta for res, st in w.process(batch)]
+
+
+def test_worker_result_has_frame_findings_and_running_clip_summary(findings_worker):
+    from engines.preprocess import preprocess_frame
+    from engines.testing import DUMMY_FINDINGS
+
+    w = findings_worker
+    rng = np.random.default_rng(1)
+    imgs = [rng.integers(0, 255, (90, 120), dtype=np.uint8) for _ in range(6)]
+    want = np.stack([w.engine.frame(preprocess_frame(im, w.spec)[0][None]).findings[0]
+                     for im in imgs])  # (6, F), one frame at a time
+    metas = []
+    for seq, im in enumerate(imgs[:4]):
+        metas += _scored(w, [_frame_msg(1, seq, im), _frame_msg(2, seq, imgs[5 - seq])])
+    ours = [m for m in metas if m["stream_id"] == 1]
+    for k, m in enumerate(ours):
+        assert list(m["findings"]) == list(DUMMY_FINDINGS)
+        np.testing.assert_allclose(list(m["findings"].values()), want[k], atol=1e-5)
+        clip = m["video"]["findings"]
+        assert m["video"]["n_frames"] == k + 1 and list(clip) == list(DUMMY_FINDINGS)
+        for j, n in enumerate(DUMMY_FINDINGS):  # the running values over frames 0..k
+            assert clip[n]["mean"] == pytest.approx(want[: k + 1, j].mean(), abs=1e-5)
+            assert clip[n]["max"] == pytest.approx(want[: k + 1, j].max(), abs=1e-5)
+            assert clip[n]["fraction"] == pytest.approx((want[: k + 1, j] >= 0.5).mean())
+    # the other stream's summary is its own
+    other = [m for m in metas if m["stream_id"] == 2][-1]
+    np.testing.assert_allclose([v["mean"] for v in other["video"]["findings"].values()],
+                               want[2:6][::-1].mean(axis=0), atol=1e-5)
+    # a reset restarts the summary with the video score
+    w.control({"cmd": "reset", "stream_id": 1})
+    m = _scored(w, [_frame_msg(1, 4, imgs[4])])[0]
+    assert m["video"]["n_frames"] == 1
+    np.testing.assert_allclose([v["mean"] for v in m["video"]["findings"].values()], want[4],
+                               atol=1e-5)
+    # so does a new video on the stream (new loop pass: another epoch)
+    m = _scored(w, [_frame_msg(1, 5, imgs[5], epoch=1)])[0]
+    assert m["video"]["n_frames"] == 1
+    np.testing.assert_allclose([v["max"] for v in m["video"]["findings"].values()], want[5],
+                               atol=1e-5)
+    st = w.streams.peek(1)
+    assert st.findings is not None and st.findings.n_frames == 1  # O(F) state, nothing grows
+
+
+def test_worker_without_findings_head_sends_null_findings(tmp_path):
+    from engines.testing import make_dummy_bundle
+    from stream.workercore import Worker, WorkerConfig
+
+    w = Worker(WorkerConfig(frames_addrs=(), results_addr="",
+                            bundle=str(make_dummy_bundle(tmp_path / "b", seg=False)),
+                            backend="onnxruntime", threads=1, seg="off"))
+    try:
+        img = np.random.default_rng(2).integers(0, 255, (60, 80), dtype=np.uint8)
+        m = _scored(w, [_frame_msg(3, 0, img)])[0]
+        assert m["findings"] is None and m["video"]["findings"] is None
+        assert w.streams.peek(3).findings is None
+    finally:
+        w.close()

@@ -40,6 +40,10 @@ CSS = """
 .pl-side table {width: 100%; border-collapse: collapse;}
 .pl-side td {padding: 1px 4px; border-bottom: 1px solid #eee;}
 #pleura-timeline {width: 100%; min-height: 120px; margin-top: 8px;}
+#pleura-findings td.pl-fbar {width: 45%;}
+#pleura-findings .pl-track {position: relative;}
+#pleura-findings .pl-track div {background: #555;}
+#pleura-findings .pl-track .pl-mark {position: absolute; top: 0; width: 2px; background: #e6005a;}
 """
 
 LIVE_HTML = """
@@ -64,6 +68,11 @@ LIVE_HTML = """
     <span id="pleura-video-n">0</span> frames)</div>
    <div class="pl-big" id="pleura-video-score">&ndash;</div>
    <div id="pleura-video-probs"></div>
+   <div id="pleura-findings" hidden style="margin-top:8px">
+    <div>Findings (bar: this frame; <span style="color:#e6005a">|</span> and right column:
+     mean over the video)</div>
+    <table id="pleura-findings-rows"></table>
+   </div>
    <table style="margin-top:8px">
     <tr><td>display fps</td><td id="pleura-fps">&ndash;</td></tr>
     <tr><td>end-to-end latency (ms)</td><td id="pleura-latency">&ndash;</td></tr>

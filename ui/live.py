@@ -37,8 +37,8 @@ from ui.bounds import BoundedStream, Gate, flag_param, float_param, int_param
 from ui.results import LiveResult, ResultStore
 
 ASSETS = Path(__file__).with_name("assets")
-META_KEYS = ("seq", "stream_id", "source", "score", "probs", "video", "latency_ms", "skipped",
-             "fps", "backend", "bundle", "source_state", "timing_ms")
+META_KEYS = ("seq", "stream_id", "source", "score", "probs", "video", "findings", "latency_ms",
+             "skipped", "fps", "backend", "bundle", "source_state", "timing_ms")
 """RESULT JSON keys copied into the ``X-Pleura-Meta`` header (the masks stay out)."""
 
 
@@ -76,6 +76,7 @@ def result_headers(r: LiveResult) -> dict[str, str]:
     mask = r.meta.get("mask") or {}
     meta["has_mask"] = bool(mask.get("png_b64"))
     meta["has_unc"] = bool(mask.get("unc_png_b64"))
+    meta["finding_rows"] = overlay.finding_rows(r.meta)  # labelled for the page; [] if none
     return {
         "X-Pleura-N": str(r.n),
         "X-Pleura-Seq": str(r.seq),

@@ -4,6 +4,8 @@ Everything here takes and returns RGB ``uint8`` arrays (browsers show RGB); conv
 happens only at JPEG/PNG encoding time. The colours follow Roy et al. 2020, Fig. 4: the
 Reg-STN's crop 1 (the one that is scored) is drawn red, crop 2 green. The segmentation mask is
 coloured by score (label map 0 = background, s + 1 = score s) and alpha-blended on the frame.
+A bundle with a findings head adds the findings (B-lines, consolidation, ...) in plain words:
+:func:`finding_rows` turns a RESULT's into display rows for the page and the report.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+
+from engines.findings import PRESENT_AT, finding_label
 
 CROP1_RGB = (255, 0, 0)
 """Crop 1 (scored crop) box colour: red, as in the paper's Fig. 4."""
@@ -156,8 +160,9 @@ def format_probs(probs: Sequence[float]) -> str:
 
 def draw_scores(rgb: np.ndarray, score: int | None, probs: Sequence[float] | None,
                 video_score: int | None = None, video_probs: Sequence[float] | None = None,
-                ) -> np.ndarray:
-    """Write the frame score/probabilities and the running video score in the top-left corner.
+                findings: str | None = None) -> np.ndarray:
+    """Write the frame score/probabilities and the running video score in the top-left corner,
+    and ``findings`` (a :func:`findings_caption`) below them when given.
 
     The text size follows the image width, so small display frames are not covered by it.
     """
@@ -168,7 +173,50 @@ def draw_scores(rgb: np.ndarray, score: int | None, probs: Sequence[float] | Non
     if video_score is not None and video_probs is not None:
         put_label(rgb, f"video {video_score}  {format_probs(video_probs)}", (2, 2 + step),
                   SCORE_RGB[video_score], scale)
+    if findings:
+        put_label(rgb, findings, (2, 2 + 2 * step), scale=scale)
     return rgb
+
+
+def _prob(v) -> float | None:
+    """A probability from JSON, or None when absent or not a finite number in [0, 1]."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if 0.0 <= v <= 1.0 else None
+
+
+def finding_rows(result: dict) -> list[dict]:
+    """A RESULT's findings as display rows, in the model's order; [] without a findings head.
+
+    Args:
+        result: RESULT JSON; uses ``findings`` ({name: p} of the frame) and
+            ``video.findings`` ({name: {"mean", "present", ...}}, the running clip summary).
+
+    Returns:
+        ``[{"name", "label" (clinical words), "frame": p or None, "clip": mean or None,
+        "present": clip mean >= 0.5}]``; malformed values become None.
+    """
+    frame, video = result.get("findings"), result.get("video")
+    clip = video.get("findings") if isinstance(video, dict) else None
+    frame = frame if isinstance(frame, dict) else {}
+    clip = clip if isinstance(clip, dict) else {}
+    rows = []
+    for name in dict.fromkeys([*frame, *clip]):
+        summary = clip.get(name) if isinstance(clip.get(name), dict) else {}
+        rows.append({"name": str(name), "label": finding_label(str(name)),
+                     "frame": _prob(frame.get(name)), "clip": _prob(summary.get("mean")),
+                     "present": summary.get("present") is True})
+    return rows
+
+
+def findings_caption(rows: Sequence[dict], key: str = "frame") -> str:
+    """The findings whose ``key`` value is >= 0.5, in words: ``"B-lines 82%, A-lines 61%"``,
+    ``"no finding"`` when none is; "" when there are no rows (no findings head)."""
+    if not rows:
+        return ""
+    shown = [f"{r['label']} {100 * r[key]:.0f}%" for r in rows
+             if r.get(key) is not None and r[key] >= PRESENT_AT]
+    return ", ".join(shown) if shown else "no finding"
 
 
 def decode_png_b64(data: str | None) -> np.ndarray | None:
@@ -193,7 +241,8 @@ def render_result(frame: np.ndarray, result: dict, show_mask: bool = True,
     Args:
         frame: (H, W) grey uint8 display frame (the RESULT's array).
         result: the RESULT JSON (see the wire protocol in the team brief): uses ``boxes``,
-            ``mask``, ``score``, ``probs`` and ``video``. Missing keys draw nothing.
+            ``mask``, ``score``, ``probs``, ``video`` and ``findings``. Missing keys draw
+            nothing.
         show_mask: blend the score-coloured segmentation mask.
         show_uncertainty: blend the uncertainty heat map (if the result has one).
         show_text: write the scores on the image.
@@ -216,7 +265,8 @@ def render_result(frame: np.ndarray, result: dict, show_mask: bool = True,
     if show_text:
         video = result.get("video") or {}
         draw_scores(rgb, _int_or_none(result.get("score")), result.get("probs"),
-                    _int_or_none(video.get("score")), video.get("probs"))
+                    _int_or_none(video.get("score")), video.get("probs"),
+                    findings_caption(finding_rows(result)))
     return rgb
 
 

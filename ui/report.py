@@ -1,5 +1,7 @@
 """The offline report tab: score a whole clip, show its timeline, video score and a strip of
-frames with overlays, and offer the results as JSON and CSV.
+frames with overlays, and offer the results as JSON and CSV. A bundle with a findings head adds
+the clip's findings (B-lines, consolidation, ...) as a table, the frames' in the strip captions
+and both in the files.
 
 Scoring goes through ``stream.score`` (the machinery behind ``pleura score``), so the report
 and the command line give the same numbers; this module only validates the upload, draws and
@@ -9,6 +11,7 @@ writes files.
 from __future__ import annotations
 
 import csv
+import html
 import json
 import logging
 import tempfile
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engines.findings import finding_label
 from ui import overlay
 from ui.results import expected_score
 from ui.safety import SafetyError, UploadLimits, check_upload
@@ -40,6 +44,8 @@ class FrameRow:
         probs: (4,) frame class probabilities.
         video_probs: (4,) running video probabilities after this frame.
         boxes: crop 1 and crop 2 corners in source-frame pixels ((2, 4, 2)), or None.
+        findings: {name: probability} of the frame's findings, or None without a findings
+            head.
     """
 
     index: int
@@ -47,6 +53,7 @@ class FrameRow:
     video_probs: tuple[float, ...]
     video_score: int
     boxes: tuple | None = None
+    findings: dict[str, float] | None = None
 
     @property
     def score(self) -> int:
@@ -55,7 +62,11 @@ class FrameRow:
 
 @dataclass(frozen=True)
 class ClipReport:
-    """A scored clip: per-frame rows, the video prediction and how it was made."""
+    """A scored clip: per-frame rows, the video prediction and how it was made.
+
+    ``findings`` is the clip summary of the findings ({name: {"mean", "max", "fraction",
+    "present"}}, as ``pleura score``'s ``video.findings``), None without a findings head.
+    """
 
     clip: str
     rows: tuple[FrameRow, ...]
@@ -63,6 +74,7 @@ class ClipReport:
     backend: str
     bundle: str
     seconds: float
+    findings: dict[str, dict[str, Any]] | None = None
 
     @property
     def video_score(self) -> int:
@@ -70,26 +82,40 @@ class ClipReport:
         # every aggregate underflow to 0, so the argmax of video_probs would be meaningless.
         return self.rows[-1].video_score
 
+    @property
+    def finding_names(self) -> list[str]:
+        """The findings' names in the model's order ([] without a findings head)."""
+        return list(self.findings or (self.rows[0].findings if self.rows else None) or {})
+
     def to_json(self) -> dict[str, Any]:
+        """The report file: video prediction, per-frame rows; findings only when present."""
+        video: dict[str, Any] = {"score": self.video_score, "probs": list(self.video_probs)}
+        if self.findings is not None:
+            video["findings"] = self.findings
         return {
             "clip": self.clip, "bundle": self.bundle, "backend": self.backend,
-            "n_frames": len(self.rows), "seconds": round(self.seconds, 3),
-            "video": {"score": self.video_score, "probs": list(self.video_probs)},
+            "n_frames": len(self.rows), "seconds": round(self.seconds, 3), "video": video,
             "frames": [{"frame": r.index, "score": r.score, "probs": list(r.probs),
                         "video_score": r.video_score, "video_probs": list(r.video_probs),
-                        "boxes": r.boxes} for r in self.rows],
+                        "boxes": r.boxes, **({"findings": r.findings} if r.findings else {})}
+                       for r in self.rows],
         }
 
 
 def write_csv(report: ClipReport, path: Path) -> Path:
-    """One line per frame: frame, score, p0..p3, video_score, video_p0..video_p3."""
+    """One line per frame: frame, score, p0..p3, video_score, video_p0..video_p3, then the
+    frame's probability of each finding (one column per finding name) when the bundle has them.
+    """
+    names = report.finding_names
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["frame", "score", "p0", "p1", "p2", "p3", "video_score",
-                    "video_p0", "video_p1", "video_p2", "video_p3"])
+                    "video_p0", "video_p1", "video_p2", "video_p3", *names])
         for r in report.rows:
+            found = r.findings or {}
             w.writerow([r.index, r.score, *(f"{p:.6f}" for p in r.probs), r.video_score,
-                        *(f"{p:.6f}" for p in r.video_probs)])
+                        *(f"{p:.6f}" for p in r.video_probs),
+                        *(f"{found[n]:.6f}" if n in found else "" for n in names)])
     return path
 
 
@@ -118,10 +144,36 @@ def strip_images(report: ClipReport, frames: dict[int, np.ndarray],
         if img is None:
             continue
         res = {"boxes": r.boxes, "score": r.score, "probs": list(r.probs),
-               "video": {"score": r.video_score, "probs": list(r.video_probs)}}
+               "video": {"score": r.video_score, "probs": list(r.video_probs)},
+               "findings": r.findings}
         rgb = overlay.render_result(img, res, show_text=False)
-        out.append((rgb, f"frame {r.index}: score {r.score} (video {r.video_score})"))
+        caption = f"frame {r.index}: score {r.score} (video {r.video_score})"
+        found = overlay.findings_caption(overlay.finding_rows(res))
+        out.append((rgb, f"{caption}; {found}" if found else caption))
     return out
+
+
+def _finding_row_html(name: str, s: dict[str, Any]) -> str:
+    """One table row: clinical words (bold when present), mean as a bar, max, share >= 50%."""
+    label = html.escape(finding_label(name))
+    mean = float(s["mean"])
+    bar = (f"<span style='display:inline-block;width:80px;height:9px;background:#eee;"
+           f"vertical-align:middle'><span style='display:block;height:100%;"
+           f"width:{100 * mean:.0f}%;background:#555'></span></span>")
+    return (f"<tr><td>{f'<b>{label}</b>' if s['present'] else label}</td>"
+            f"<td>{bar} {100 * mean:.0f}%</td><td>{100 * float(s['max']):.0f}%</td>"
+            f"<td>{100 * float(s['fraction']):.0f}%</td></tr>")
+
+
+def findings_html(report: ClipReport) -> str:
+    """The clip's findings table ("" without a findings head); present ones in bold."""
+    if not report.findings:
+        return ""
+    rows = "".join(_finding_row_html(n, s) for n, s in report.findings.items())
+    return ("<table id='pleura-report-findings' style='margin-top:6px'><tr><th>finding</th>"
+            "<th>mean over the clip</th><th>max</th><th>share of frames &ge; 50%</th></tr>"
+            f"{rows}</table><div style='font-size:12px'>Bold: present (mean &ge; 50%). "
+            "Whole-frame probabilities of the frame model's findings head.</div>")
 
 
 def summary_html(report: ClipReport) -> str:
@@ -132,7 +184,7 @@ def summary_html(report: ClipReport) -> str:
     fps = len(report.rows) / report.seconds if report.seconds > 0 else float("nan")
     return (f"<div id='pleura-report-summary'><div>Video score of <b>{report.clip}</b></div>"
             f"<div style='font-size:40px;font-weight:700' id='pleura-report-video-score'>"
-            f"{report.video_score}</div><table><tr>{cells}</tr></table>"
+            f"{report.video_score}</div><table><tr>{cells}</tr></table>{findings_html(report)}"
             f"<div>{len(report.rows)} frames scored in {report.seconds:.1f} s "
             f"({fps:.0f} frames/s), backend {report.backend}, bundle {report.bundle}</div></div>")
 
@@ -147,15 +199,15 @@ def score_clip(path: Path, bundle: str | None, backend: str, limits: UploadLimit
     from ui import scoring  # the adapter to stream.score (imports engines lazily)
 
     t0 = time.perf_counter()
-    rows, backend_name, bundle_name, frames = scoring.score_rows(
-        path, bundle=bundle, backend=backend, max_frames=limits.max_frames,
-        keep=lambda n: strip_indices(n))
-    if not rows:
+    got = scoring.score_rows(path, bundle=bundle, backend=backend, max_frames=limits.max_frames,
+                             keep=lambda n: strip_indices(n))
+    if not got.rows:
         raise SafetyError(f"{path.name!r} has no decodable frames")
-    report = ClipReport(clip=path.name, rows=tuple(rows), video_probs=rows[-1].video_probs,
-                        backend=backend_name, bundle=bundle_name,
-                        seconds=time.perf_counter() - t0)
-    return report, frames
+    report = ClipReport(clip=path.name, rows=tuple(got.rows),
+                        video_probs=got.rows[-1].video_probs, backend=got.backend,
+                        bundle=got.bundle, seconds=time.perf_counter() - t0,
+                        findings=got.findings)
+    return report, got.frames
 
 
 def make_report(upload: str | None, demo: str | None, clips: dict[str, Path], cfg: UiConfig,
@@ -185,6 +237,9 @@ def make_report(upload: str | None, demo: str | None, clips: dict[str, Path], cf
     jpath.write_text(json.dumps(report.to_json(), indent=1))
     cpath = write_csv(report, out / f"{stem}.scores.csv")
     status = f"Scored **{report.clip}**: video score **{report.video_score}**."
+    if report.findings:
+        clip_rows = overlay.finding_rows({"video": {"findings": report.findings}})
+        status += f" Findings over the clip: {overlay.findings_caption(clip_rows, 'clip')}."
     return (status, summary_html(report), timeline_image(report), strip_images(report, frames),
             [str(jpath), str(cpath)])
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -18,6 +18,24 @@ if TYPE_CHECKING:
 
 _scorers: dict[tuple[str | None, str], object] = {}
 _lock = threading.Lock()
+
+
+class ScoredClip(NamedTuple):
+    """What :func:`score_rows` returns.
+
+    Attributes:
+        rows: one :class:`ui.report.FrameRow` per scored frame.
+        backend, bundle: the engine's backend and the bundle's name.
+        frames: {frame index: (H, W) uint8 grey frame} for the rows the caller asked for.
+        findings: the clip summary of the findings, ``video.findings`` of ``pleura score``
+            ({name: {"mean", "max", "fraction", "present"}}), None without a findings head.
+    """
+
+    rows: list[FrameRow]
+    backend: str
+    bundle: str
+    frames: dict[int, np.ndarray]
+    findings: dict[str, dict[str, Any]] | None = None
 
 
 def get_scorer(bundle: str | None, backend: str, threads: int = 1):
@@ -32,8 +50,7 @@ def get_scorer(bundle: str | None, backend: str, threads: int = 1):
 
 
 def score_rows(path: Path, bundle: str | None, backend: str, max_frames: int,
-               keep: Callable[[int], list[int]],
-               ) -> tuple[list[FrameRow], str, str, dict[int, np.ndarray]]:
+               keep: Callable[[int], list[int]]) -> ScoredClip:
     """Score every frame of ``path`` as ``pleura score`` does.
 
     Args:
@@ -44,7 +61,7 @@ def score_rows(path: Path, bundle: str | None, backend: str, max_frames: int,
         keep: n_frames -> the row positions whose frames the caller wants back (the strip).
 
     Returns:
-        (rows, backend name, bundle name, {frame index: (H, W) uint8 grey frame}).
+        The rows, backend and bundle names, the strip's frames and the findings summary.
 
     Raises:
         RuntimeError: the clip could not be scored (the message of ``pleura score``).
@@ -61,7 +78,8 @@ def score_rows(path: Path, bundle: str | None, backend: str, max_frames: int,
         raise RuntimeError(f"{path.name}: {rec.get('error') or 'could not be scored'}")
     rows = [FrameRow(index=int(f["index"]), probs=tuple(f["probs"]),
                      video_probs=tuple(f["video_probs"]),
-                     video_score=int(f["video_score"]), boxes=f.get("boxes"))
+                     video_score=int(f["video_score"]), boxes=f.get("boxes"),
+                     findings=f.get("findings"))
             for f in rec["frames"]]
     wanted = {rows[i].index for i in keep(len(rows))}
     frames: dict[int, np.ndarray] = {}
@@ -71,4 +89,5 @@ def score_rows(path: Path, bundle: str | None, backend: str, max_frames: int,
             frames[i] = to_grey(df.image)
         if i >= last:
             break
-    return rows, str(scorer.backend), str(scorer.name), frames
+    return ScoredClip(rows, str(scorer.backend), str(scorer.name), frames,
+                      rec["video"].get("findings"))

@@ -56,6 +56,34 @@
     });
   }
   function text(id, v) { const el = $(id); if (el) { el.textContent = v; } }
+  const percent = (p) => (p === null || p === undefined) ? "–" : (100 * p).toFixed(0) + "%";
+  // Findings of a bundle with a findings head: rows {label, frame, clip, present} from the
+  // server (ui.overlay.finding_rows); the panel stays hidden for bundles without one.
+  function findings(rows) {
+    const box = $("pleura-findings");
+    const table = $("pleura-findings-rows");
+    if (!box || !table) { return; }
+    box.hidden = !(rows && rows.length);
+    if (box.hidden) { return; }
+    const key = rows.map((r) => r.name).join(",");
+    if (table.dataset.key !== key) {  // built once per bundle, then only values change
+      table.dataset.key = key;
+      table.innerHTML = rows.map(() => '<tr><td></td><td class="pl-fbar"><div class="pl-track">' +
+        '<div></div><div class="pl-mark"></div></div></td><td></td><td></td></tr>').join("");
+      rows.forEach((r, i) => { table.rows[i].cells[0].textContent = r.label; });  // not HTML
+    }
+    rows.forEach((r, i) => {
+      const c = table.rows[i].cells;
+      const track = c[1].firstChild;
+      track.children[0].style.width = (100 * (r.frame || 0)).toFixed(1) + "%";
+      track.children[1].style.left = (100 * (r.clip || 0)).toFixed(1) + "%";
+      track.children[1].style.display = r.clip === null || r.clip === undefined ? "none" : "";
+      c[2].textContent = percent(r.frame);
+      c[3].textContent = percent(r.clip);
+      c[0].style.fontWeight = r.present ? "700" : "";
+      c[0].title = r.present ? "present: mean over the video >= 50%" : "";
+    });
+  }
   function show(meta, e2e, disp) {
     const v = meta.video || {};
     text("pleura-frame-score", meta.score === undefined || meta.score === null ? "–" : String(meta.score));
@@ -63,6 +91,7 @@
     text("pleura-video-n", v.n_frames === undefined ? "0" : String(v.n_frames));
     bars("pleura-frame-probs", meta.probs);
     bars("pleura-video-probs", v.probs);
+    findings(meta.finding_rows);
     text("pleura-fps", fmt(displayFps(), 1));
     text("pleura-latency", fmt(e2e, 0));
     text("pleura-display-latency", fmt(disp, 0));
