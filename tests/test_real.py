@@ -254,3 +254,39 @@ def test_label_csv_for_own_clips(tmp_path):
     g = clip_groups(clips)
     assert g["a.mp4"] == g["b.mp4"]  # the explicit group joins them
     assert trainable(clips) == clips
+
+
+@needs_pocus
+def test_grouped_cv_end_to_end_on_real_clips_and_reevaluation(tmp_path):
+    """The whole CV path on 10 short real clips with a 2-step model: folds, raw predictions,
+    prior correction, uninorm fitted on training clips, report, re-evaluation from disk."""
+    from train.real.cv import cross_validate, format_report, reevaluate
+
+    clips = [c for c in read_pocus_manifest(POCUS / "MANIFEST.csv")
+             if c.filename.endswith(".gif")][:10]
+    cfg = RealConfig(steps=2, batch=4, max_frames=4, augment="none")
+    rep = cross_validate(clips, cfg, tmp_path / "cv", k=5, cache_dir=None)
+    assert set(rep["methods"]) == {"max_argmax", "argmax_mean", "uninorms"}
+    m = rep["methods"]["uninorms"]
+    assert m["pooled"]["n"] == sum(c.severity is not None for c in clips)
+    assert "weighted_f1" in format_report(rep)
+    assert json.loads((tmp_path / "cv" / "cv.json").read_text())["k"] == 5
+    # a fold's training clips never include its test clips
+    for k in range(5):
+        saved = np.load(tmp_path / "cv" / f"fold{k}" / "predictions.npz")
+        assert len(saved.files) >= len(clips)
+    again = reevaluate(tmp_path / "cv", clips, prior_adjust=True, cache_dir=None)
+    assert again["methods"]["uninorms"]["pooled"]["confusion"] == m["pooled"]["confusion"]
+
+
+def test_real_table_script(tmp_path):
+    import subprocess
+    import sys
+
+    rep = {"methods": {"uninorms": {k: {"mean": 0.5, "sd": 0.1} for k in (
+        "weighted_f1", "accuracy", "qwk", "within_one", "auroc_0_vs_1plus",
+        "specificity_healthy")}}}
+    (tmp_path / "cv.json").write_text(json.dumps(rep))
+    out = subprocess.run([sys.executable, "scripts/real_table.py", f"row A={tmp_path}/cv.json"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "| row A | 0.500 ± 0.100 |" in out and out.count("\n") == 3

@@ -183,8 +183,10 @@ def reevaluate(run: str | Path, clips: Sequence[PocusClip], prior_adjust: bool =
     """The report of a CV run folder from its saved raw predictions (no retraining)."""
     run = Path(run)
     cfg = RealConfig.from_dict(json.loads((run / "fold0" / "config.json").read_text()))
-    folds = grouped_folds(clips, 5, 0)
-    data = load_train_clips(trainable(clips), cache_dir, cfg.max_frames, folds.group_of)
+    done = json.loads((run / "cv.json").read_text()) if (run / "cv.json").is_file() else {}
+    folds = grouped_folds(clips, done.get("k", 5), done.get("fold_seed", 0))
+    use = trainable(clips, done.get("commercial_only", False))
+    data = load_train_clips(use, cache_dir, cfg.max_frames, folds.group_of)
     results = []
     for k in range(folds.k):
         path = run / f"fold{k}" / "predictions.npz"
