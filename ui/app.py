@@ -19,7 +19,7 @@ import gradio as gr
 from fastapi import Request
 from starlette.middleware import Middleware
 
-from ui import controls, live, report
+from ui import controls, exam, live, report
 from ui.results import ControlPublisher, ResultStore, ResultSubscriber
 from ui.safety import DISCLAIMER, UploadLimits, check_exposure
 from ui.uploads import PrivateTempDir, UploadGuard
@@ -142,8 +142,9 @@ def demo_clips(demo_dir: Path | None) -> dict[str, Path]:
     return {p.name: p for p in sorted(demo_dir.iterdir()) if p.suffix.lower() in exts}
 
 
-def build_blocks(cfg: UiConfig, ctl: ControlPublisher) -> gr.Blocks:
-    """The page layout: a Live tab (view + controls) and a Report tab."""
+def build_blocks(cfg: UiConfig, ctl: ControlPublisher,
+                 store: ResultStore | None = None) -> gr.Blocks:
+    """The page layout: a Live tab (view + controls), an Exam tab and a Report tab."""
     clips = demo_clips(cfg.demo_dir)
     with gr.Blocks(title="pleura: lung-ultrasound scoring") as blocks:
         gr.Markdown("## pleura: lung-ultrasound scoring (Roy et al., IEEE TMI 2020)")
@@ -151,6 +152,9 @@ def build_blocks(cfg: UiConfig, ctl: ControlPublisher) -> gr.Blocks:
         with gr.Tab("Live", id="live"):
             gr.HTML(LIVE_HTML, padding=False)
             controls.build_controls(ctl, clips, cfg.limits)
+        with gr.Tab("Exam", id="exam"):
+            exam.build_exam_tab(exam.ExamDesk(store, cfg.bundle, cfg.backend,
+                                              export_dir=cfg.report_dir))
         with gr.Tab("Report", id="report"):
             report.build_report_tab(clips, cfg)
         if cfg.bundle_info:
@@ -189,7 +193,7 @@ class Server:
         self.subscriber = ResultSubscriber(cfg.results_addr, self.store)
         self.control = ControlPublisher(cfg.control_addr, bind=cfg.control_bind)
         self.renderer = live.FrameRenderer()
-        self.blocks = build_blocks(cfg, self.control)
+        self.blocks = build_blocks(cfg, self.control, self.store)
         self.url = ""
         self._stop = threading.Event()  # wait() returns when set; open live streams end
         self._closed = threading.Event()  # close() ran
@@ -202,7 +206,7 @@ class Server:
             server_name=self.cfg.host, server_port=self.cfg.port, auth=self.cfg.auth,
             share=self.cfg.share, prevent_thread_lock=True, quiet=True, show_error=False,
             max_file_size=self.cfg.limits.max_bytes, ssr_mode=False, footer_links=[],
-            head=f"<script>{live.live_js()}</script>", css=CSS,
+            head=f"<script>{live.live_js()}\n{exam.exam_js()}</script>", css=CSS,
             app_kwargs={"middleware": [Middleware(UploadGuard, limits=self.cfg.limits)]},
         )
         app.include_router(live.live_router(self.store, self.renderer,

@@ -15,6 +15,7 @@ recorded: finished clips stay playable and the exam reopens.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 from collections.abc import Iterable, Iterator
@@ -65,38 +66,33 @@ def frames_of(events: Iterable) -> Iterator[DecodedFrame]:
         yield ev
 
 
-def record_clip(path: Path, frames: Iterable[DecodedFrame], seconds: float,
-                codec: str = "auto", fps: float | None = None) -> Path:
+def record_clip(path: Path, frames: Iterable[DecodedFrame | tuple[DecodedFrame, dict | None]],
+                seconds: float, codec: str = "auto", fps: float | None = None) -> Path:
     """Write ``frames`` (at most ``seconds`` of source time) to ``path``; returns it when final.
+
+    Args:
+        frames: decoded frames, or (frame, live result) pairs whose result goes to the JSONL.
+        fps: the clip's rate; None measures it from the first frames' timestamps.
 
     Raises:
         ValueError: no frame came; any exception of the source (the part files are removed).
     """
-    it = iter(frames)
-    head: list[DecodedFrame] = []
-    for f in it:
-        head.append(f)
-        if len(head) >= RATE_PROBE:
-            break
+    items = ((x if isinstance(x, tuple) else (x, None)) for x in frames)
+    head = list(itertools.islice(items, RATE_PROBE))
     if not head:
         raise ValueError("the source gave no frame")
-    rate = fps or measured_rate([f.pts_s for f in head])
+    rate = fps or measured_rate([f.pts_s for f, _ in head])
     writer = ClipWriter(path, rate, codec)
-    t0 = head[0].pts_s
+    t0 = head[0][0].pts_s
     try:
-        for f in _chain(head, it):
+        for f, result in itertools.chain(head, items):
             if f.pts_s - t0 >= seconds:
                 break
-            writer.write(f.image, f.pts_s - t0)
+            writer.write(f.image, f.pts_s - t0, result)
     except BaseException:
         writer.abort()
         raise
     return writer.finish()
-
-
-def _chain(head: list[DecodedFrame], rest: Iterator[DecodedFrame]) -> Iterator[DecodedFrame]:
-    yield from head
-    yield from rest
 
 
 def record_zone(exam: Exam, zone: str, source: str, seconds: float, scorer=None,
