@@ -90,3 +90,17 @@ def test_dicom_detected_by_preamble_and_bad_file_is_a_source_error(tmp_path, fra
     bad.write_bytes(b"\0" * 132 + b"not dicom")
     with pytest.raises(SourceError, match="not a readable DICOM"):
         list(decode_dicom(bad))
+
+
+def test_page_accepts_a_dicom_upload(tmp_path, frames):
+    from ui.safety import SafetyError, UploadLimits, check_upload
+
+    path = tmp_path / "cine.dcm"
+    write_dicom(path, frames[..., 0].copy(), rgb=False, frame_time_ms=40.0)
+    assert check_upload(path) == path.resolve()
+    with pytest.raises(SafetyError, match="has 4 frames; the limit is 3"):
+        check_upload(path, UploadLimits(max_frames=3))
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"\0" * 200)
+    with pytest.raises(SafetyError, match="could not be read as DICOM"):
+        check_upload(bad)

@@ -42,7 +42,7 @@ class UploadLimits:
     max_seconds: float = 300.0
     max_frames: int = 3000
     extensions: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".mpeg", ".mpg", ".m4v",
-                                   ".webm", ".gif")
+                                   ".webm", ".gif", ".dcm")
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -135,6 +135,15 @@ def probe_clip(path: Path) -> tuple[float | None, int | None]:
     """
     import av  # the runtime's decoder; imported here so `ui.safety` stays light
 
+    from stream import dicom
+
+    if dicom.is_dicom(path):  # a DICOM cine: its header says how long it is
+        try:
+            ds = dicom.read_header(path)
+        except Exception as exc:  # SourceError: not a readable DICOM
+            raise SafetyError(f"{path.name!r} could not be read as DICOM ({exc})") from None
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+        return n / dicom.frame_rate(ds), n
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
