@@ -312,11 +312,17 @@ def build_exam_tab(desk: ExamDesk) -> None:
         exam.set_override(z or "", None)
         return view(f"Override of **{z}** cleared. {exam.total_text()}.", z)
 
-    open_btn.click(guarded(on_open), [patient, protocol, date], outputs, concurrency_limit=1)
-    zone.change(guarded(on_zone), [zone], outputs, concurrency_limit=1)
-    record.click(guarded(on_record), [zone, seconds], outputs, concurrency_limit=1)
-    set_ov.click(guarded(on_override), [zone, ov_score, ov_note], outputs, concurrency_limit=1)
-    clear_ov.click(guarded(on_clear), [zone], outputs, concurrency_limit=1)
+    # api_name: the same actions for scripts (gradio_client), e.g. Client(url).predict("P07",
+    # "14", "", api_name="/exam_open")
+    open_btn.click(guarded(on_open), [patient, protocol, date], outputs, concurrency_limit=1,
+                   api_name="exam_open")
+    zone.change(guarded(on_zone), [zone], outputs, concurrency_limit=1, api_name="exam_zone")
+    record.click(guarded(on_record), [zone, seconds], outputs, concurrency_limit=1,
+                 api_name="exam_record")
+    set_ov.click(guarded(on_override), [zone, ov_score, ov_note], outputs, concurrency_limit=1,
+                 api_name="exam_override")
+    clear_ov.click(guarded(on_clear), [zone], outputs, concurrency_limit=1,
+                   api_name="exam_clear_override")
 
     def on_export():
         try:
@@ -326,4 +332,4 @@ def build_exam_tab(desk: ExamDesk) -> None:
         except (ExamError, OSError) as exc:
             return f"**Not exported:** {exc}", None
 
-    export.click(on_export, [], [status, files], concurrency_limit=1)
+    export.click(on_export, [], [status, files], concurrency_limit=1, api_name="exam_export")
