@@ -150,11 +150,15 @@ def _rgb(score: int | None) -> str:
 
 def chest_svg(exam: Exam | None, selected: str | None) -> str:
     """Front and back torsos with a clickable disc per zone, coloured by its score."""
-    W, H, TW, TH, R = 600, 300, 260, 260, 20
+    TW, TH, R = 260, 260, 20
+    back = exam is None or any(z.view == "back" for z, _ in exam.zone_info())
+    titles = ["Front (patient's right on the left)"]
+    if back:  # the 6- and 8-zone protocols have no posterior zones
+        titles.append("Back (patient's right on the right)")
+    W, H = 20 + len(titles) * (TW + 40), 300
     parts = [f'<svg id="pleura-exam-svg" viewBox="0 0 {W} {H}" width="100%" '
-             'xmlns="http://www.w3.org/2000/svg" style="max-width:640px">']
-    for k, title in enumerate(("Front (patient's right on the left)",
-                               "Back (patient's right on the right)")):
+             f'xmlns="http://www.w3.org/2000/svg" style="max-width:{W + 40}px">']
+    for k, title in enumerate(titles):
         x0 = 20 + k * (TW + 40)
         parts.append(f'<rect x="{x0}" y="30" width="{TW}" height="{TH}" rx="40" '
                      'fill="#f6f6f6" stroke="#888" stroke-width="2"/>')

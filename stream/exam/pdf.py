@@ -92,8 +92,10 @@ def _chest_map(pdf, exam: Exam, x0: float, y0: float, w: float, h: float) -> Non
     """Front and back torso outlines with a coloured, labelled disc per zone."""
     gap = 10.0
     tw = (w - gap) / 2
-    for k, (view, title) in enumerate((("front", "Front (patient's right on the left)"),
-                                       ("back", "Back (patient's right on the right)"))):
+    views = [("front", "Front (patient's right on the left)")]
+    if any(z.view == "back" for z, _ in exam.zone_info()):  # none in the 6- and 8-zone ones
+        views.append(("back", "Back (patient's right on the right)"))
+    for k, (view, title) in enumerate(views):
         tx = x0 + k * (tw + gap)
         pdf.set_draw_color(120, 120, 120)
         pdf.set_line_width(0.4)

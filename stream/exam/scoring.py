@@ -35,9 +35,13 @@ def model_info(scorer: Scorer, bundle_path: str | Path | None = None) -> dict[st
         import engines
 
         bundle_path = engines.default_bundle_path()
+    ran = getattr(scorer.engine, "frame_file", None)  # the model file that scored
+    if hasattr(scorer.engine, "describe"):
+        info["engine"] = str(scorer.engine.describe())
     try:
         m = json.loads((Path(bundle_path) / "manifest.json").read_text(encoding="utf-8"))
-        frame = (m.get("models", {}).get("frame") or {}).get("file", "frame.onnx")
+        frame = (Path(ran).name if ran is not None else
+                 (m.get("models", {}).get("frame") or {}).get("file", "frame.onnx"))
         sha = ((m.get("files") or {}).get(frame) or {}).get("sha256", "")
         info.update(bundle=str(m.get("name", "")), created_at=str(m.get("created_at", "")),
                     frame_sha256=sha[:12],
