@@ -66,7 +66,11 @@ def test_record_zone_from_live_results_then_override_reopen_export(tmp_path):
 
     exam.set_override("L3", 2, "seen on a second sweep")
     assert "override: 2 (seen on a second sweep)" in zone_html(exam, "L3")
-    again = ExamDesk(store, root=tmp_path / "exams").open("P01", 6, "2026-01-02")  # reopen
+    other = ExamDesk(store, root=tmp_path / "exams")
+    assert other.existing() == ["P01-2026-01-02"]
+    again = other.reopen("P01-2026-01-02")  # reopen from the list
+    with pytest.raises(ExamError, match="no exam"):
+        other.reopen("../P01-2026-01-02")
     assert again.total() == (entry.video_score + 2, 2, 6)
     with pytest.raises(ExamError, match="holds a 6-zone exam"):
         ExamDesk(store, root=tmp_path / "exams").open("P01", 14, "2026-01-02")

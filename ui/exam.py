@@ -123,6 +123,20 @@ class ExamDesk:
         entry, _ = score_into_exam(exam, zone, clip, scorer)
         return entry
 
+    def existing(self) -> list[str]:
+        """Folder names of the exams under the root, newest first."""
+        if not self.root.is_dir():
+            return []
+        found = [p for p in self.root.iterdir() if (p / "exam.json").is_file()]
+        return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+    def reopen(self, name: str) -> Exam:
+        """Reopen an exam folder of the root by name (as listed by :meth:`existing`)."""
+        if not name or name not in self.existing():
+            raise ExamError(f"no exam {name!r} in {self.root}")
+        self.exam = Exam.open(self.root / name)
+        return self.exam
+
     def require(self) -> Exam:
         if self.exam is None:
             raise ExamError("open an exam first (patient ID and protocol)")
@@ -237,7 +251,10 @@ def build_exam_tab(desk: ExamDesk) -> None:
                             label="protocol (zones)", elem_id="pleura-exam-protocol")
         date = gr.Textbox(label="exam date", value=_dt.date.today().isoformat(),
                           elem_id="pleura-exam-date")
-        open_btn = gr.Button("Open / new exam", elem_id="pleura-exam-open")
+        with gr.Column():
+            open_btn = gr.Button("Open / new exam", elem_id="pleura-exam-open")
+            earlier = gr.Dropdown(desk.existing(), value=None, label="or continue an exam",
+                                  elem_id="pleura-exam-earlier")
     status = gr.Markdown("", elem_id="pleura-exam-status")
     with gr.Row():
         with gr.Column(scale=3):
@@ -287,7 +304,12 @@ def build_exam_tab(desk: ExamDesk) -> None:
         return run
 
     def on_open(p: str, proto: str, d: str):
-        exam = desk.open(p, int(proto), d)
+        return opened(desk.open(p, int(proto), d))
+
+    def on_reopen(name: str | None):
+        return opened(desk.reopen(name or ""))
+
+    def opened(exam: Exam):
         first = exam.zone_info()[0][0].id
         return view(f"Exam **{exam.patient}** {exam.date}, {exam.protocol} zones, in "
                     f"`{exam.folder}`. {exam.total_text()}.", first, choices=True)
@@ -320,6 +342,9 @@ def build_exam_tab(desk: ExamDesk) -> None:
     # "14", "", api_name="/exam_open")
     open_btn.click(guarded(on_open), [patient, protocol, date], outputs, concurrency_limit=1,
                    api_name="exam_open")
+    earlier.select(guarded(on_reopen), [earlier], outputs, concurrency_limit=1,
+                   api_name="exam_reopen")
+    earlier.focus(lambda: gr.update(choices=desk.existing()), [], [earlier])
     zone.change(guarded(on_zone), [zone], outputs, concurrency_limit=1, api_name="exam_zone")
     record.click(guarded(on_record), [zone, seconds], outputs, concurrency_limit=1,
                  api_name="exam_record")
