@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (__doc__ or "").split("\n\n")[0]
+    parser.description = ("Score a folder of zone-named clips into one exam per patient (the "
+                          "pleura score path) and write its report: PDF, JSON and CSV.")
+    parser.epilog = f"Naming rule: {rule_text(14)}. Details: docs/exam.md."
     parser.add_argument("folder", metavar="FOLDER",
                         help="folder of clips named <patient>_<zone>[_<take>].<ext>, e.g. "
                              "P07_R1.mp4, P07_L3.dcm (an image folder P07_R2/ is one clip)")
