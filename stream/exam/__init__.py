@@ -6,7 +6,9 @@
 - :mod:`stream.exam.naming`: the ``<patient>_<zone>[_<take>].<ext>`` rule of ``pleura exam``;
 - :mod:`stream.exam.scoring`: a clip into a zone through ``pleura score``'s path;
 - :mod:`stream.exam.report` / :mod:`stream.exam.pdf`: JSON, CSV and PDF reports;
-- :mod:`stream.exam.cli`: ``pleura exam FOLDER``.
+- :mod:`stream.exam.clipwriter` / :mod:`stream.exam.record`: zone clips as MP4 + JSONL,
+  crash-safe, and recording a zone from any source;
+- :mod:`stream.exam.cli`: ``pleura exam FOLDER``. The page's Exam tab is :mod:`ui.exam`.
 """
 
 from stream.exam.protocols import PROTOCOLS, Zone, zones
