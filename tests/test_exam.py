@@ -183,3 +183,24 @@ def test_rerun_keeps_override(exam_run, capsys):
     assert again.zones["R3"].override.note == "checked by hand"
     assert again.total()[0] == before - old + again.zones["R3"].override.score
     assert len(again.zones["R3"].clips) == 1  # re-scored, not duplicated
+
+
+def test_findings_reach_the_exam_and_its_reports(tmp_path, demo_frames):
+    """With a bundle that has a findings head, a zone keeps its clip's findings summary."""
+    pypdf = pytest.importorskip("pypdf")
+    from engines.testing import make_dummy_bundle
+
+    bundle = make_dummy_bundle(tmp_path / "bundle", seg=False, findings=True)
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    write_mp4(folder / "P03_R1.mp4", clip_frames(demo_frames, 2.0))
+    out = tmp_path / "out"
+    assert cli.main(["exam", str(folder), "--protocol", "6", "--out", str(out),
+                     "--bundle", str(bundle)]) == 0
+    clip = Exam.open(out / "P03").zones["R1"].clips[0]
+    assert isinstance(clip.findings, dict) and clip.findings
+    assert all({"mean", "max", "fraction", "present"} <= set(v) for v in clip.findings.values())
+    text = "\n".join(p.extract_text() for p in pypdf.PdfReader(out / "P03" / "P03-report.pdf")
+                     .pages)
+    assert "Findings:" in text
+    assert "Findings:" in (out / "P03" / "P03-report.csv").read_text()
