@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--findings-weight", type=float, default=0.5,
                         help="weight of the findings head's loss (0: no findings head)")
     parser.add_argument("--augment", default="strong", choices=("strong", "geometric", "none"))
+    parser.add_argument("--balance", default="clip", choices=("clip", "group"),
+                        help="within a score draw a clip uniformly (clip, default) or a "
+                        "recording/patient group first (group)")
+    parser.add_argument("--no-prior-adjust", action="store_true",
+                        help="keep the balanced training prior (no logit adjustment)")
     parser.add_argument("--no-unlabelled", action="store_true",
                         help="do not use clips without a score for the findings head")
     parser.add_argument("--steps", type=int, default=700, help="training steps")
@@ -94,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
                      augment=args.augment, steps=args.steps, batch=args.batch, lr=args.lr,
                      unlabelled=not args.no_unlabelled, max_frames=args.max_frames,
                      init_from=args.init_from, sim_data=args.sim_data,
-                     sim_share=args.sim_share, seed=args.seed, threads=args.threads)
+                     sim_share=args.sim_share, balance=args.balance,
+                     prior_adjust=not args.no_prior_adjust, seed=args.seed,
+                     threads=args.threads)
     cache = args.cache_dir or None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

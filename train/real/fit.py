@@ -61,7 +61,7 @@ class RealConfig:
     init_from: str | None = None
     sim_data: str | None = None
     sim_share: float = 0.25
-    balance: str = "group"
+    balance: str = "clip"
     prior_adjust: bool = True
     sord_multiplier: float = 2.0
     seed: int = 0
