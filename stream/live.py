@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 
 
 def demo_clip() -> Path:
-    """The bundled demo clip (``stream/demo/demo-convex.mp4``)."""
-    return Path(stream.__file__).parent / "demo" / "demo-convex.mp4"
+    """The bundled demo clip: a real convex-probe clip with B-lines (``stream/demo/
+    real-convex-covid.mov``, CC BY 4.0, credited in ``stream/demo/README.md``), since the
+    default bundle is trained on real scans; the simulated clips stay as other demo sources."""
+    return Path(stream.__file__).parent / "demo" / "real-convex-covid.mov"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
