@@ -161,6 +161,32 @@ video_prediction = video_probs
 """Alias of :func:`video_probs` (the name used in the team brief)."""
 
 
+def evidence_shares(log_agg: np.ndarray, n_frames: int) -> np.ndarray:
+    """Share of the video evidence per class: ``softmax(log_agg / max(n_frames, 1))``.
+
+    The normalised per-frame geometric mean of each class's uninorm aggregate,
+    ``agg_c ** (1/N) / sum_k agg_k ** (1/N)``. For one frame the aggregate is the frame itself
+    (e is neutral), so the shares are that frame's probabilities; over N frames they do not
+    flatten as the aggregate saturates (:func:`video_probs` of a long clip is ~1/C per class,
+    Roy et al.'s softmax of values that all underflow to 0) nor turn one-hot as the softmax of
+    the log aggregate itself does. Monotone in ``log_agg``, so the argmax is the video score
+    (:func:`video_score`, ties to the lowest score).
+
+    Args:
+        log_agg: (C,) log aggregate (:func:`uninorm_reduce_log` or
+            :attr:`RunningUninorm.log_value`); -inf where the aggregate is exactly 0.
+        n_frames: frames aggregated (0 or 1 leave ``log_agg`` unscaled).
+
+    Returns:
+        (C,) float64 shares summing to 1 (uniform when every class is -inf).
+    """
+    z = np.asarray(log_agg, dtype=np.float64).reshape(-1) / max(int(n_frames), 1)
+    if not np.isfinite(z).any():
+        return np.full(z.shape, 1.0 / max(z.size, 1))
+    w = np.exp(z - z[np.isfinite(z)].max())  # exp(-inf) = 0: that class has no evidence
+    return w / w.sum()
+
+
 def check_e(e: np.ndarray | list[float] | float, n_classes: int = N_CLASSES) -> np.ndarray:
     """Validate neutral elements: (C,) finite values in [0, 1] (a scalar is broadcast).
 
@@ -261,6 +287,11 @@ class RunningUninorm:
     def score(self) -> int:
         """Video score 0..C-1 so far: argmax of the aggregate (compared in the log domain)."""
         return video_score(self._log_value)
+
+    @property
+    def evidence(self) -> np.ndarray:
+        """(C,) share of the video evidence per class so far (:func:`evidence_shares`)."""
+        return evidence_shares(self._log_value, self._n)
 
 
 def video_score(log_agg: np.ndarray) -> int:

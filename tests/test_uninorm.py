@@ -11,6 +11,7 @@ from hypothesis.extra.numpy import arrays
 from engines.uninorm import (
     RunningUninorm,
     check_e,
+    evidence_shares,
     uninorm,
     uninorm_reduce,
     uninorm_reduce_log,
@@ -247,3 +248,44 @@ def test_torch_log_parity(P, e):
     fin = np.isfinite(want)
     np.testing.assert_allclose(got[fin], want[fin], rtol=1e-9, atol=1e-9)
     assert np.all(got[~fin] < -60)  # log(e) floored at log(1e-30) where e == 0
+
+
+# ------------------------------------------------------------------ evidence shares (issue #14)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, (4,), elements=st.floats(0.01, 1.0)), arrays(np.float64, (4,),
+       elements=st.floats(0.05, 0.95)))
+def test_evidence_of_one_frame_is_its_probabilities(p, e):
+    p = p / p.sum()
+    agg = RunningUninorm(e)
+    agg.update(p)
+    np.testing.assert_allclose(agg.evidence, p, atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 40), st.just(4)),
+              elements=st.floats(0.0, 1.0)), arrays(np.float64, (4,), elements=prob))
+def test_evidence_argmax_is_the_video_score(P, e):
+    agg = RunningUninorm(e)
+    for p in P:
+        agg.update(p)
+    ev = agg.evidence
+    assert ev.sum() == pytest.approx(1.0) and np.all(ev >= 0)
+    # the bars agree with the number: the largest share is the video score (ties: lowest)
+    assert int(np.argmax(ev)) == agg.score or ev[agg.score] == pytest.approx(ev.max())
+
+
+def test_evidence_does_not_flatten_on_a_long_clip():
+    """300 frames mostly of a clear score 2 (one in five less sure) drive every class's
+    aggregate to ~0: Roy et al.'s softmax reads 0.25 each (the issue's bars), the evidence
+    shares still say 2."""
+    rng = np.random.default_rng(0)
+    agg = RunningUninorm([0.5, 0.5, 0.5, 0.5])
+    for i in range(300):
+        p = np.array([0.05, 0.15, 0.65 if i % 5 else 0.3, 0.15]) + rng.uniform(0, 0.05, 4)
+        agg.update(p / p.sum())
+    np.testing.assert_allclose(agg.probs, 0.25, atol=0.02)  # the old bars: uninformative
+    assert agg.score == 2 and agg.evidence[2] > 0.5 and agg.evidence.max() < 0.99
+    assert evidence_shares(np.full(4, -np.inf), 10).tolist() == [0.25] * 4
+    assert evidence_shares([-np.inf, -1.0, -2.0, -np.inf], 3)[0] == 0.0
