@@ -116,6 +116,31 @@ class Bundle:
         names = (self.manifest.get("models", {}).get("frame", {}) or {}).get("finding_names")
         return tuple(str(n) for n in names) if isinstance(names, list) else ()
 
+    @property
+    def crops_localise(self) -> bool:
+        """Whether the Reg-STN crops localise the findings (issue #18).
+
+        False only when the manifest says so (``models.frame.localises: false``, written
+        when the crops were measured not to move with the content); the page then hides the
+        crop boxes by default. Whole-frame models (θ = identity) are recognised from their
+        outputs, not from here.
+        """
+        return self._frame_entry().get("localises") is not False
+
+    @property
+    def localisation_note(self) -> str:
+        """Why the crops are not drawn by default (manifest ``models.frame.localisation_note``);
+        a generic sentence when the manifest marks them as not localising without one."""
+        note = self._frame_entry().get("localisation_note")
+        if isinstance(note, str) and note.strip():
+            return note.strip()
+        return ("" if self.crops_localise else "this bundle's crops were measured not to "
+                "localise the findings; they are hidden by default")
+
+    def _frame_entry(self) -> dict[str, Any]:
+        entry = (self.manifest.get("models") or {}).get("frame")
+        return entry if isinstance(entry, dict) else {}
+
     def has_segmentation(self) -> bool:
         return bool(self.seg_members)
 
@@ -132,6 +157,15 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def default_bundle_path() -> Path:
     """The bundle shipped inside the package: ``engines/bundles/default/``."""
     return Path(__file__).resolve().parent / "bundles" / "default"
+
+
+def shipped_bundles() -> list[Path]:
+    """The bundles shipped inside the package: every folder of ``engines/bundles/`` with a
+    ``manifest.json`` (not verified here; :func:`load_bundle` does that), sorted by name."""
+    root = default_bundle_path().parent
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "manifest.json").is_file())
 
 
 def _err(path: Path, what: str) -> BundleError:

@@ -13,6 +13,11 @@ import numpy as np
 
 from engines.postprocess import label_map, theta_corners, uncertainty_u8
 from engines.preprocess import Letterbox
+from engines.uninorm import RunningUninorm
+
+IDENTITY_ATOL = 1e-3
+"""Largest deviation of a θ from the identity that still counts as "no crop"."""
+WHOLE_FRAME_NOTE = "whole-frame model: it scores the whole frame, so there are no crops to draw"
 
 
 def display_frame(grey: np.ndarray, max_side: int = 640) -> tuple[np.ndarray, float]:
@@ -40,6 +45,51 @@ def crop_boxes_display(theta1: np.ndarray, theta2: np.ndarray, lb: Letterbox,
         src = lb.to_source(theta_corners(theta, in_hw)) * scale
         out.append(np.round(src, 2).tolist())
     return out
+
+
+def is_identity(*thetas: np.ndarray, atol: float = IDENTITY_ATOL) -> bool:
+    """True when every (2, 3) affine θ is the identity: the "crop" is the whole model input.
+
+    A whole-frame model (e.g. CNN + SORD) exports θ = identity so the runtime stays the same;
+    its boxes would frame the whole letterboxed input and mean nothing.
+    """
+    eye = np.eye(2, 3)
+    return all(np.allclose(np.asarray(t, dtype=np.float64).reshape(2, 3), eye, rtol=0.0,
+                           atol=atol) for t in thetas)
+
+
+def crops_meta(whole_frame: bool, localises: bool, note: str) -> dict:
+    """The RESULT ``crops`` field: whether the page draws the crop boxes by default and why.
+
+    Args:
+        whole_frame: the frame's θ are the identity (:func:`is_identity`); no boxes are sent.
+        localises: the bundle's crops localise the findings (manifest
+            ``models.frame.localises``, :attr:`engines.bundle.Bundle.crops_localise`).
+        note: the bundle's ``localisation_note`` (shown when the boxes are hidden).
+
+    Returns:
+        ``{"whole_frame": bool, "show": bool, "note": str}``: ``show`` is the default of the
+        page's crop switch; ``note`` says why boxes are hidden ("" when they are shown).
+    """
+    if whole_frame:
+        return {"whole_frame": True, "show": False, "note": WHOLE_FRAME_NOTE}
+    return {"whole_frame": False, "show": bool(localises), "note": "" if localises else note}
+
+
+def video_meta(agg: RunningUninorm, frame_counts: list[int], restarted: bool) -> dict:
+    """The RESULT ``video`` field of a stream's running video score.
+
+    ``probs`` is Roy et al.'s softmax of the aggregate (kept for scripts; ~0.25 each once a
+    long clip's aggregate saturates); the page shows ``evidence``
+    (:func:`engines.uninorm.evidence_shares`, whose argmax is ``score``) and ``frame_share``,
+    the fraction of the video's frames whose own score is 0..3.
+    """
+    n = agg.n_frames
+    log_agg = agg.log_value
+    return {"probs": agg.probs.tolist(), "score": agg.score, "n_frames": n,
+            "restarted": restarted, "evidence": agg.evidence.tolist(),
+            "log_aggregate": [float(v) if np.isfinite(v) else None for v in log_agg],
+            "frame_share": [c / n if n else 0.0 for c in frame_counts], "findings": None}
 
 
 def png_b64(image: np.ndarray) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from engines.findings import RunningFindings
@@ -36,8 +36,9 @@ DEFAULT_IDLE_S = 300.0
 class StreamState:
     """What the worker remembers per source (stream id).
 
-    ``agg`` is the running video score; ``findings`` the running clip summary of the frame
-    model's findings (None until a frame with findings was scored).
+    ``agg`` is the running video score; ``frame_counts`` the frames of the video per frame
+    score 0..3; ``findings`` the running clip summary of the frame model's findings (None until
+    a frame with findings was scored).
     """
 
     agg: RunningUninorm
@@ -50,13 +51,17 @@ class StreamState:
     last_t: float = 0.0
     source: str = ""
     source_state: str = "playing"
+    source_detail: str = ""
     last_result: Message | None = None
     mask_seq: int | None = None
     findings: RunningFindings | None = None
+    frame_counts: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
     def reset_video(self) -> None:
-        """A new video on this stream: restart the video score and the findings summary."""
+        """A new video on this stream: restart the video score, the frame counts and the
+        findings summary."""
         self.agg.reset()
+        self.frame_counts = [0] * len(self.frame_counts)
         if self.findings is not None:
             self.findings.reset()
 

@@ -11,6 +11,14 @@ own rate on a second thread so it never delays the scores (or inline on every fr
 Sequence gaps are counted as skipped frames. This module is the process (sockets, loop, CLI);
 the engine, per-stream state and scoring path are :class:`stream.workercore.Worker`.
 
+Video score: each RESULT's ``video`` has the score, Roy et al.'s ``probs`` (softmax of the
+aggregate, ~uniform once a long clip saturates it), ``evidence`` (each score's share of the
+evidence, whose largest is the score: what the page's bars show), ``log_aggregate`` and
+``frame_share`` (fraction of the video's frames per frame score)
+(:func:`stream.results.video_meta`). ``crops`` says whether the page draws the crop boxes by
+default (none for a whole-frame model, whose θ are the identity; hidden for a bundle marked
+``models.frame.localises: false``; :func:`stream.results.crops_meta`).
+
 Findings: when the bundle's frame model has a findings head, each RESULT carries ``findings``
 ({name: probability} of the frame) and ``video.findings``, the stream's running clip summary
 ({name: {"mean", "max", "fraction", "present"}}, :class:`engines.findings.RunningFindings`,
@@ -28,10 +36,11 @@ at most ``max_streams`` are held (least recently seen evicted first); ``--max-st
 ``--stream-idle-s`` set both.
 
 Source states: capture sends its source's state ("connecting", "playing", "stalled",
-"reconnecting", "ended", "error") as HEARTBEAT messages on the frames socket. The worker
-re-publishes the stream's last RESULT with the new ``source_state`` (``resent``: not a new
-frame); for a source that never delivered a frame it publishes a *status result* instead: a
-blank display frame, no scores, ``status_only: true``, ``source_detail`` saying why.
+"reconnecting", "ended", "error", and "paused" / "stopped" while held by CONTROL) as
+HEARTBEAT messages on the frames socket. The worker re-publishes the stream's last RESULT with
+the new ``source_state`` and ``source_detail`` (``resent``: not a new frame); for a source
+that never delivered a frame it publishes a *status result* instead: a blank display frame,
+no scores, ``status_only: true``, ``source_detail`` saying why.
 
 CONTROL messages (JSON part; the supervisor forwards the UI's to worker and captures):
 
@@ -39,8 +48,8 @@ CONTROL messages (JSON part; the supervisor forwards the UI's to worker and capt
 - ``{"cmd": "reset", "stream_id": N}``: restart stream N only; a ``stream_id`` that is not an
   integer, or names a stream the worker does not hold, is refused with a log line (nothing
   is reset);
-- ``pause``, ``resume``, ``start``, ``stop``, ``source``, ``loop``, ``record``: for capture and
-  the supervisor, ignored here; anything else is logged as unknown and ignored.
+- ``pause``, ``resume``, ``start``, ``stop``, ``source``, ``loop``, ``record``, ``bundle``: for
+  capture and the supervisor, ignored here; anything else is logged as unknown and ignored.
 
 Log lines about control messages are rate-limited like the fault lines.
 """

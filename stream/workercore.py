@@ -20,7 +20,14 @@ from engines.preprocess import preprocess_frame, to_grey
 from engines.uninorm import RunningUninorm
 from stream.messages import FrameMeta, SourceState
 from stream.procutil import RateLimitedLog
-from stream.results import crop_boxes_display, display_frame, timing_ms
+from stream.results import (
+    crop_boxes_display,
+    crops_meta,
+    display_frame,
+    is_identity,
+    timing_ms,
+    video_meta,
+)
 from stream.seglane import SegLane
 from stream.streamtable import DEFAULT_IDLE_S, DEFAULT_MAX_STREAMS, StreamState, StreamTable
 from stream.wire import Kind, Message, encode
@@ -36,7 +43,7 @@ STATUS_HW = (240, 320)
 """Size of the blank display frame of a status result (a source that sent no frame yet)."""
 DROPS = ("garbage", "bad_meta", "bad_frame", "errors", "control", "reset_refused")
 """Kinds of dropped messages counted in the heartbeat's ``dropped`` (plus evicted / expired)."""
-OTHER_COMMANDS = ("pause", "resume", "start", "stop", "source", "loop", "record")
+OTHER_COMMANDS = ("pause", "resume", "start", "stop", "source", "loop", "record", "bundle")
 """CONTROL commands meant for capture or the supervisor (the worker ignores them)."""
 
 
@@ -182,7 +189,7 @@ class Worker:
             st = self._new_state(sid, key=None)
         if ss.source is not None:
             st.source = ss.source
-        st.source_state = ss.state
+        st.source_state, st.source_detail = ss.state, ss.detail
         if st.last_result is None or st.last_result.meta.get("status_only"):
             st.last_result = self._status_result(sid, st, ss.detail)
         self.state_changed.add(sid)
@@ -210,6 +217,7 @@ class Worker:
             if st is None or st.last_result is None:
                 continue
             st.last_result.meta["source_state"] = st.source_state
+            st.last_result.meta["source_detail"] = st.source_detail  # why (the page says it)
             st.last_result.meta["resent"] = True  # not a new frame (stats skip it)
             raw = self.guard("re-sending a result", encode, st.last_result)
             if raw is not None:
@@ -298,10 +306,14 @@ class Worker:
         try:
             found = self._frame_findings(st, out, i)  # checked before any state changes
             st.agg.update(probs)
+            score = int(np.argmax(probs))
+            if 0 <= score < len(st.frame_counts):
+                st.frame_counts[score] += 1
         except ValueError as exc:
             self.drop("bad_frame", "stream %d seq %d: %s", msg.stream_id, msg.seq, exc)
             return None
         disp, scale = display_frame(grey, self.cfg.display_max)
+        whole = is_identity(out.theta1[i], out.theta2[i])
         in_hw = (self.spec.height, self.spec.width)
         meta = {
             "seq": msg.seq, "stream_id": msg.stream_id, "source": st.source,
@@ -309,11 +321,12 @@ class Worker:
             "index": fm.index, "pts_s": fm.pts_s,
             "roi": list(fm.roi) if fm.roi else None,
             "full_hw": list(fm.full_hw) if fm.full_hw else None,
-            "probs": probs.tolist(), "score": int(np.argmax(probs)),
-            "boxes": crop_boxes_display(out.theta1[i], out.theta2[i], lb, in_hw, scale),
-            "video": {"probs": st.agg.probs.tolist(), "score": st.agg.score,
-                      "n_frames": st.agg.n_frames, "restarted": st.restarted,
-                      "findings": None},
+            "probs": probs.tolist(), "score": score,
+            "boxes": [] if whole else crop_boxes_display(out.theta1[i], out.theta2[i], lb,
+                                                         in_hw, scale),
+            "crops": crops_meta(whole, self.bundle.crops_localise,
+                                self.bundle.localisation_note),
+            "video": video_meta(st.agg, st.frame_counts, st.restarted),
             "findings": None, "mask": None, "batch": n, "worker_pid": os.getpid(),
             "capture_session": fm.session, "capture_sent": fm.sent,
         }

@@ -164,3 +164,95 @@ def test_worker_without_findings_head_sends_null_findings(tmp_path):
         assert w.streams.peek(3).findings is None
     finally:
         w.close()
+
+
+# ------------------------------------------------------------------ issue #14: what the page shows
+
+
+def test_worker_video_evidence_agrees_with_the_video_score(findings_worker):
+    """The page's video bars are ``video.evidence``: its largest share is the video score;
+    ``frame_share`` is the fraction of frames per frame score."""
+    w = findings_worker
+    rng = np.random.default_rng(4)
+    for seq in range(12):
+        m = _scored(w, [_frame_msg(7, seq, rng.integers(0, 255, (60, 80), dtype=np.uint8))])[0]
+        v = m["video"]
+        assert len(v["evidence"]) == 4 and sum(v["evidence"]) == pytest.approx(1.0)
+        assert int(np.argmax(v["evidence"])) == v["score"]
+        assert sum(v["frame_share"]) == pytest.approx(1.0)
+        assert len(v["log_aggregate"]) == 4 and v["n_frames"] == seq + 1
+    st = w.streams.peek(7)
+    assert sum(st.frame_counts) == 12
+    w.control({"cmd": "reset", "stream_id": 7})
+    assert st.frame_counts == [0, 0, 0, 0]
+
+
+def test_crops_meta_and_identity():
+    from stream.results import WHOLE_FRAME_NOTE, crops_meta, is_identity
+
+    eye = np.eye(2, 3)
+    assert is_identity(eye, eye + 1e-5) and not is_identity(eye, 0.5 * eye)
+    assert crops_meta(True, True, "") == {"whole_frame": True, "show": False,
+                                          "note": WHOLE_FRAME_NOTE}
+    assert crops_meta(False, True, "x") == {"whole_frame": False, "show": True, "note": ""}
+    assert crops_meta(False, False, "moved 0.01") == {"whole_frame": False, "show": False,
+                                                      "note": "moved 0.01"}
+
+
+def test_worker_crops_whole_frame_model_and_non_localising_bundle(tmp_path):
+    """A whole-frame model (θ = identity) sends no boxes and says so; a bundle marked
+    ``models.frame.localises: false`` sends its boxes hidden by default, with its note."""
+    import json
+
+    from engines.testing import make_dummy_bundle
+    from stream.results import WHOLE_FRAME_NOTE
+    from stream.workercore import Worker, WorkerConfig
+
+    bundle = make_dummy_bundle(tmp_path / "b", seg=False)
+    img = np.random.default_rng(5).integers(0, 255, (60, 80), dtype=np.uint8)
+    cfg = WorkerConfig(frames_addrs=(), results_addr="", bundle=str(bundle),
+                       backend="onnxruntime", threads=1, seg="off")
+    w = Worker(cfg)
+    try:
+        m = _scored(w, [_frame_msg(1, 0, img)])[0]
+        assert len(m["boxes"]) == 2 and m["crops"] == {"whole_frame": False, "show": True,
+                                                       "note": ""}
+        real = w.engine.frame
+
+        def identity(x):  # what a whole-frame model (CNN + SORD) exports
+            out = real(x)
+            out.theta1[:] = np.eye(2, 3)
+            out.theta2[:] = np.eye(2, 3)
+            return out
+
+        w.engine.frame = identity
+        m = _scored(w, [_frame_msg(1, 1, img)])[0]
+        assert m["boxes"] == [] and m["crops"]["whole_frame"] and not m["crops"]["show"]
+        assert m["crops"]["note"] == WHOLE_FRAME_NOTE
+    finally:
+        w.close()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["models"]["frame"].update(localises=False, localisation_note="crops do not move")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    w = Worker(cfg)
+    try:
+        m = _scored(w, [_frame_msg(1, 0, img)])[0]
+        assert len(m["boxes"]) == 2  # sent, so the page's switch can show them
+        assert m["crops"] == {"whole_frame": False, "show": False, "note": "crops do not move"}
+    finally:
+        w.close()
+
+
+def test_shipped_bundles_say_whether_their_crops_localise():
+    """regstn-sim's crops were measured not to move (issue #18): its manifest says so, with
+    the reason the page shows; a bundle without the mark localises (the default)."""
+    import engines
+    from engines.bundle import shipped_bundles
+
+    names = {p.name: p for p in shipped_bundles()}
+    assert "default" in names
+    if "regstn-sim" in names:
+        b = engines.load_bundle(names["regstn-sim"])
+        assert b.crops_localise is False and len(b.localisation_note) > 20
+    b = engines.load_bundle(names["default"])
+    assert b.crops_localise is (b.manifest["models"]["frame"].get("localises") is not False)
