@@ -6,7 +6,9 @@ slow worker only ever sees a gap in the sequence numbers (it counts those as ski
 stalled capture. State changes of the source ("connecting", "playing", "stalled",
 "reconnecting", "ended", "error") go to the worker as HEARTBEAT messages on the same socket (on
 change, and again every few seconds while no frame flows, so CONFLATE never eats a frame and a
-worker that joined late learns the state); periodic heartbeats go to the supervisor.
+worker that joined late learns the state); so do "paused" and "stopped" while the CONTROL
+commands pause / stop hold the source (the next frame after resume / start says "playing"
+again). Periodic heartbeats go to the supervisor.
 
 Stopping: SIGINT / SIGTERM set the stop event; a watcher thread then closes the source, which
 ends a live source's wait (connecting, reconnecting, stalled) at once. If the loop is still
@@ -95,16 +97,20 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
     hb = Heartbeat(ctx, cfg.status_addr, "capture")
     ctl = control_socket(ctx, cfg.control_addr)
     session = time.time()
-    seq, sent, state, detail, paused, epoch = 0, 0, "playing", "", False, -1
+    seq, sent, state, detail, hold, epoch = 0, 0, "playing", "", None, -1
     t_end = None if cfg.seconds is None else time.monotonic() + cfg.seconds
 
-    def send_state(detail: str = "") -> None:
-        meta = {"source": cfg.source, "state": state, "detail": detail[:MAX_DETAIL_CHARS],
+    def send_state(detail: str = "", as_state: str | None = None) -> None:
+        said = as_state or state
+        meta = {"source": cfg.source, "state": said, "detail": detail[:MAX_DETAIL_CHARS],
                 "session": session}
         m = Message(Kind.HEARTBEAT, cfg.stream_id, seq, meta=meta)
         with contextlib.suppress(zmq.Again):
             pub.send(encode(m), zmq.NOBLOCK)
-        hb.beat(force=True, sent=sent, state=state, stream_id=cfg.stream_id, session=session)
+        hb.beat(force=True, sent=sent, state=said, stream_id=cfg.stream_id, session=session)
+
+    def beat(said: str) -> None:
+        hb.beat(sent=sent, state=said, stream_id=cfg.stream_id, session=session)
 
     log.info("capture %s -> %s (stream %d, roi %s)", cfg.source, cfg.frames_addr,
              cfg.stream_id, roi_mode)
@@ -113,7 +119,7 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
         for ev in source.events():
             if stop.is_set() or (t_end is not None and time.monotonic() > t_end):
                 break
-            paused = _poll_control(ctl, paused)
+            hold = _poll_control(ctl, hold)
             if isinstance(ev, StateChange):
                 if (ev.state, ev.detail) != (state, detail):  # not a repeat: log it
                     log.info("source %s: %s %s", cfg.source, ev.state, ev.detail)
@@ -123,13 +129,10 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
                     return 1
                 continue
             assert isinstance(ev, DecodedFrame)
-            if paused:  # hold the source where it is: a file resumes at this frame
-                while paused and not stop.is_set():
-                    time.sleep(0.05)
-                    paused = _poll_control(ctl, paused)
-                    hb.beat(sent=sent, state="paused", stream_id=cfg.stream_id, session=session)
-                if source.live:
-                    continue  # this frame is stale now; the source holds a newer one
+            if hold:  # hold the source where it is: a file resumes at this frame
+                hold = _hold(hold, stop, lambda h: _poll_control(ctl, h), send_state, beat)
+                if hold or source.live:
+                    continue  # stopping, or a live frame that is stale now
             if ev.epoch != epoch:
                 epoch = ev.epoch
                 tracker.reset()
@@ -180,8 +183,32 @@ def _close_on_stop(stop: threading.Event, done: threading.Event, source) -> None
             return
 
 
-def _poll_control(ctl: zmq.Socket | None, paused: bool) -> bool:
-    """Apply pending CONTROL messages (pause/stop, resume/start); returns the pause flag."""
+def _hold(hold: str, stop: threading.Event, poll, send_state, beat,
+          every_s: float = 2.0) -> str | None:
+    """Wait while paused or stopped, telling the worker so (state "paused" / "stopped") at
+    once, on a change, and every ``every_s`` (CONFLATE keeps only the newest message, and a
+    worker that starts later learns it). Returns None once resumed / started, the hold still
+    in force when ``stop`` ended the wait.
+
+    Args:
+        hold: "paused" or "stopped".
+        poll: hold -> hold after the pending CONTROL messages.
+        send_state, beat: say the state to the worker / the supervisor.
+    """
+    said, t_said = None, 0.0
+    while hold and not stop.is_set():
+        if hold != said or time.monotonic() - t_said >= every_s:
+            send_state("", as_state=hold)
+            said, t_said = hold, time.monotonic()
+        time.sleep(0.05)
+        hold = poll(hold)
+        beat(hold or "playing")
+    return hold
+
+
+def _poll_control(ctl: zmq.Socket | None, hold: str | None) -> str | None:
+    """Apply pending CONTROL messages; returns what holds the source: "paused" (pause),
+    "stopped" (stop) or None (resume / start)."""
     while ctl is not None:
         try:
             raw = ctl.recv(zmq.NOBLOCK)
@@ -192,11 +219,13 @@ def _poll_control(ctl: zmq.Socket | None, paused: bool) -> bool:
         except WireError as exc:
             log.warning("bad control message dropped: %s", exc)
             continue
-        if cmd in ("pause", "stop"):
-            paused = True
+        if cmd == "pause":
+            hold = "paused"
+        elif cmd == "stop":
+            hold = "stopped"
         elif cmd in ("resume", "start"):
-            paused = False
-    return paused
+            hold = None
+    return hold
 
 
 # --------------------------------------------------------------------------- CLI

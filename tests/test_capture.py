@@ -16,13 +16,16 @@ from stream.wire import Kind, Message, decode, encode
 DEMO = Path(__file__).resolve().parents[1] / "stream" / "demo" / "demo-linear.mp4"
 
 
-def _frames(sub: zmq.Socket, seconds: float) -> list[Message]:
+def _frames(sub: zmq.Socket, seconds: float, states: list[str] | None = None) -> list[Message]:
+    """FRAME messages received for ``seconds``; source states said meanwhile go to ``states``."""
     out, t_end = [], time.time() + seconds
     while time.time() < t_end:
         if sub.poll(50):
             m = decode(sub.recv())
             if m.kind == Kind.FRAME:
                 out.append(m)
+            elif m.kind == Kind.HEARTBEAT and states is not None:
+                states.append(m.meta.get("state"))
     return out
 
 
@@ -49,14 +52,22 @@ def test_capture_paces_pauses_and_resumes(tmp_path):
         seqs = [m.seq for m in playing]
         assert seqs == sorted(seqs) and playing[0].array.ndim == 2  # grey, in order
         ctl.send(encode(Message(Kind.CONTROL, meta={"cmd": "pause"})))
-        in_flight = _frames(sub, 0.5)
-        assert _frames(sub, 1.0) == []  # paused: nothing sent
+        states: list[str] = []
+        in_flight = _frames(sub, 0.5, states)
+        assert _frames(sub, 1.0, states) == []  # paused: nothing sent
+        assert "paused" in states  # and the worker (so the page) is told (issue #14)
         last = (playing + in_flight)[-1].meta["index"]
         ctl.send(encode(Message(Kind.CONTROL, meta={"cmd": "resume"})))
         resumed = _frames(sub, 1.0)
-        assert resumed, "no frames after resume"
+        assert len(resumed) >= 5, "no frames (or one) after resume"
+        assert resumed[0].meta["state"] == "playing"
         # a file resumes where it was held; had it kept playing, 1.5 s = 30 frames had passed
         assert 1 <= resumed[0].meta["index"] - last <= 3
+        ctl.send(encode(Message(Kind.CONTROL, meta={"cmd": "stop"})))
+        states = []
+        _frames(sub, 0.5, states)
+        assert _frames(sub, 2.5, states) == [] and "stopped" in states
+        assert states.count("stopped") >= 2  # said again while stopped (CONFLATE, late joiners)
     finally:
         cap.send_signal(signal.SIGTERM)
         cap.wait(10)
