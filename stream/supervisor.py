@@ -9,7 +9,10 @@
   worker and captures (what the worker does with them: :mod:`stream.worker`); "source" /
   "loop" restart capture ``stream_id`` (default 0; another value must be the integer id of a
   capture, else the message is refused with a log line) with the new source (``uri``) / loop
-  flag; "record" (``on``: bool, optional ``dir``) starts / stops the recorder; control log
+  flag; "record" (``on``: bool, optional ``dir``) starts / stops the recorder; "bundle"
+  (``path``) restarts the worker and its standby on another bundle, which must be one of the
+  shipped bundles (``engines/bundles/*``) or the one the pipeline started with and must load
+  (else the message is refused with a log line; the running worker stays); control log
   lines are rate-limited and cut to 200 characters;
 - collects run statistics when asked (:mod:`stream.stats`);
 - on Ctrl-C / SIGTERM (or ``seconds``, or every file source ended in headless mode) stops all
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import zmq
 
+from engines.bundle import BundleError, load_bundle, shipped_bundles
 from stream.messages import MAX_SOURCE_CHARS
 from stream.pipeline import Plan, ProcSpec, recorder_spec
 from stream.procutil import RateLimitedLog
@@ -75,6 +79,9 @@ class Supervisor:
         self.t_start = time.time()
         self.ready_timeout_s = 30.0
         self.control_log = RateLimitedLog(log)
+        self._plan_bundles = {Path(p.argv[list(p.argv).index("--bundle") + 1]).resolve()
+                              for p in plan.procs if p.role in ("worker", "standby")
+                              and "--bundle" in p.argv[:-1]}
 
     # ------------------------------------------------------------------ processes
     def _start(self, c: Child) -> None:
@@ -169,6 +176,9 @@ class Supervisor:
         if cmd == "record":
             self._record(bool(msg.meta.get("on", True)), msg.meta.get("dir"))
             return
+        if cmd == "bundle":
+            self._switch_bundle(msg.meta.get("path"))
+            return
         if cmd in ("source", "loop"):
             sid = msg.meta.get("stream_id", 0)
             cap = (self.children.get(f"capture-{sid}")
@@ -195,17 +205,64 @@ class Supervisor:
                 extra = [a for a in extra if a not in ("--loop", "--no-loop")]
                 extra.append("--loop" if loop else "--no-loop")
             cap.extra, cap.done = extra, False
-            if cap.proc is not None and cap.proc.poll() is None:
-                cap.proc.terminate()
-                try:
-                    cap.proc.wait(5.0)
-                except subprocess.TimeoutExpired:  # it holds the frames address: free it
-                    cap.proc.kill()
-                    cap.proc.wait(2.0)
-            cap.proc, cap.next_start = None, 0.0
+            self._stop_child(cap)
         else:
             with contextlib.suppress(zmq.Again):
                 fwd.send(encode(msg), zmq.NOBLOCK)
+
+    @staticmethod
+    def _stop_child(c: Child) -> None:
+        """SIGTERM ``c`` (SIGKILL after 5 s: it may hold an address the next one binds); the
+        watch loop starts it again at once with its (changed) command line."""
+        if c.proc is not None and c.proc.poll() is None:
+            c.proc.terminate()
+            try:
+                c.proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+                c.proc.wait(2.0)
+        c.proc, c.next_start = None, 0.0
+
+    def _workers(self) -> list[Child]:
+        return [c for c in self.children.values() if c.spec.role in ("worker", "standby")]
+
+    def allowed_bundles(self) -> set[Path]:
+        """Bundles a "bundle" command may choose: the shipped ones and the plan's own."""
+        return {p.resolve() for p in shipped_bundles()} | self._plan_bundles
+
+    def _switch_bundle(self, path: object) -> None:
+        """Restart the worker and its standby on the bundle at ``path`` (the page's menu)."""
+        if not isinstance(path, str) or not 0 < len(path) <= MAX_SOURCE_CHARS:
+            self.control_log.warning("control bundle refused: path must be a folder name of "
+                                     "1..%d characters, got %.60r", MAX_SOURCE_CHARS, path)
+            return
+        target = Path(path).resolve()
+        if target not in self.allowed_bundles():
+            self.control_log.warning("control bundle refused: %.200s is not one of the "
+                                     "shipped bundles or the one given to pleura live", path)
+            return
+        try:
+            load_bundle(target)
+        except BundleError as exc:
+            self.control_log.warning("control bundle refused: %.300s", exc)
+            return
+        for c in self._workers():
+            argv = list(c.spec.argv)
+            if "--bundle" not in argv[:-1]:
+                continue
+            argv[argv.index("--bundle") + 1] = str(target)
+            c.spec = ProcSpec(c.spec.name, c.spec.role, tuple(argv), c.spec.restart)
+            self._stop_child(c)
+            c.loaded, c.beating, c.done = False, False, False
+        ui = self.children.get("ui")
+        if ui is not None and "--bundle" in ui.spec.argv[:-1]:  # a restarted page shows it too
+            argv = list(ui.spec.argv)
+            argv[argv.index("--bundle") + 1] = str(target)
+            ui.spec = ProcSpec(ui.spec.name, ui.spec.role, tuple(argv), ui.spec.restart)
+        log.info("bundle switched to %s; worker restarting", target)
+        if self.stats is not None:
+            self.stats.events.append({"t": round(time.time() - self.stats.t0, 3),
+                                      "event": "bundle", "path": str(target)})
 
     def _record(self, on: bool, out: str | None = None) -> None:
         """Start / stop the recorder on request (the UI's record switch)."""

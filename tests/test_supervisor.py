@@ -90,3 +90,54 @@ def test_control_routing_and_restart(tmp_path):
         sup.shutdown(grace_s=1.0)
         worker_ctl.close(0)
         fwd.close(0)
+
+
+def test_bundle_command_restarts_the_worker_on_an_allowed_bundle(tmp_path):
+    """The page's bundle menu (issue #14): "bundle" restarts worker and standby on a shipped
+    bundle; a path that is not offered, or does not load, leaves the running worker alone."""
+    from engines.bundle import default_bundle_path, shipped_bundles
+
+    other = next((p for p in shipped_bundles() if p.name != "default"), None)
+    if other is None:
+        import pytest
+
+        pytest.skip("needs a second shipped bundle")
+    a = {k: f"ipc://{tmp_path}/{k}.sock" for k in ("f", "r", "w", "c", "u", "s")}
+
+    def worker(name: str, role: str) -> ProcSpec:
+        return ProcSpec(name, role, (sys.executable, "-c", "import time; time.sleep(60)",
+                                     "--bundle", str(default_bundle_path())))
+
+    plan = Plan(frames=(a["f"],), results=a["r"], worker_control=a["w"],
+                capture_controls=(a["c"],), ui_control=a["u"], status=a["s"],
+                procs=(worker("worker", "worker"), worker("worker-standby", "standby")))
+    sup = Supervisor(plan, headless=False)
+    sup.worker_ready = True  # the standby starts once the worker is ready
+    ctx = zmq.Context.instance()
+    fwd = ctx.socket(zmq.PUB)
+    try:
+        sup._watch(time.time())
+        first = {n: c.proc for n, c in sup.children.items()}
+        for bad in ("/etc", str(tmp_path), 7):
+            sup._route_control(encode(Message(Kind.CONTROL, meta={"cmd": "bundle",
+                                                                  "path": bad})), fwd)
+            assert all(c.proc is first[n] and c.proc.poll() is None
+                       for n, c in sup.children.items())
+        sup._route_control(encode(Message(Kind.CONTROL, meta={"cmd": "bundle",
+                                                              "path": str(other)})), fwd)
+        assert all(p.poll() is not None for p in first.values())  # stopped
+        sup._watch(time.time())
+        for c in sup.children.values():
+            argv = list(c.proc.args)
+            assert c.proc is not first[c.spec.name]
+            assert argv[argv.index("--bundle") + 1] == str(other.resolve())
+            assert "--restarted" not in argv  # a chosen switch, not a crash
+        # and back to the bundle the pipeline started with
+        sup._route_control(encode(Message(Kind.CONTROL, meta={"cmd": "bundle", "path": str(
+            default_bundle_path())})), fwd)
+        sup._watch(time.time())
+        argv = list(sup.children["worker"].proc.args)
+        assert argv[argv.index("--bundle") + 1] == str(default_bundle_path().resolve())
+    finally:
+        sup.shutdown(grace_s=1.0)
+        fwd.close(0)
