@@ -2,10 +2,12 @@
 
 Starts the real pipeline (supervisor, capture, worker, UI processes over loopback tcp) on the
 demo clip (or a generated one), opens the page with selenium, waits for a score, checks that
-the live image moves, that the video score and timeline are shown, uploads the clip on the
-report tab and checks the report. Screenshots, the browser-measured display fps / latency and
-the pipeline log go to ``artifacts/ui/``. Skips when chromium, chromedriver or selenium are
-missing.
+the live image moves, that the video score and timeline are shown, that the page reads as
+issue #14 asks (plain source state through pause / stop, a greyed "not live" image, legend,
+bars that agree with the video score, timings folded away, the crop switch, the bundle menu
+switching the worker), uploads the clip on the report tab and checks the report.
+Screenshots, the browser-measured display fps / latency and the pipeline log go to
+``artifacts/ui/``. Skips when chromium, chromedriver or selenium are missing.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import shutil
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +91,7 @@ def test_live_page_in_chromium(live_page, browser):
     with _screenshot_on_failure(browser, "live-failure.png"):
         _check_live(browser, url)
         _check_findings(browser, bundle)
+        _check_bundle_switch(browser)
 
 
 def _check_findings(d, bundle: str) -> None:
@@ -129,7 +133,7 @@ def _check_live(d, url: str) -> None:
     video = d.find_element(By.ID, "pleura-video-score").text.strip()
     assert video.isdigit() and int(video) in range(4)
     assert int(d.find_element(By.ID, "pleura-video-n").text) >= 1
-    assert d.find_element(By.ID, "pleura-backend").text not in ("", "–")
+    _check_readable(d)
     wait_for(lambda: d.execute_script(
         "const i = document.getElementById('pleura-timeline');"
         "return i && i.complete && i.naturalWidth > 0;"), 10, "the timeline plot")
@@ -138,6 +142,55 @@ def _check_live(d, url: str) -> None:
     (ARTIFACTS / "live-stats.json").write_text(json.dumps(stats, indent=1))
     assert stats["drawn"] >= 5 and stats["errors"] == 0, stats
     _check_controls(d)
+
+
+def _state(d) -> str:
+    return d.find_element(By.ID, "pleura-state").text.strip()
+
+
+def _not_live(d) -> bool:
+    box = d.find_element(By.ID, "pleura-canvas-box")
+    return "pl-notlive" in (box.get_attribute("class") or "")
+
+
+def _check_readable(d) -> None:
+    """Issue #14: the page a clinician reads."""
+    wait_for(lambda: _state(d) == "Live", 10, "the state 'Live'")
+    assert not _not_live(d) and not d.find_element(By.ID, "pleura-stale").is_displayed()
+    legend = d.find_element(By.ID, "pleura-legend").text
+    assert "normally aerated" in legend and "severe loss of aeration" in legend, legend
+    assert "Mask" in legend
+    # engineering timings are folded away, still there for whoever opens them
+    timings = d.find_element(By.ID, "pleura-timings")
+    assert timings.get_attribute("open") is None
+    assert not d.find_element(By.ID, "pleura-backend").is_displayed()
+    assert d.find_element(By.ID, "pleura-backend").get_attribute("textContent") not in ("",
+                                                                                        "–")
+
+    def agree():  # the outlined video bar is the video score shown above the bars
+        video = d.find_element(By.ID, "pleura-video-score").text.strip()
+        chosen = d.find_elements(By.CSS_SELECTOR, "#pleura-video-probs .pl-bar.pl-chosen")
+        return len(chosen) == 1 and chosen[0].text.split()[0] == video
+
+    wait_for(agree, 5, "the video bars to agree with the video score")
+    assert "frames whose own score is" in d.find_element(By.ID, "pleura-frame-share").text
+    # the crop switch follows the bundle: none for a whole-frame model, else its default
+    crops = d.execute_script("return (window.pleuraStats.last.meta || {}).crops") or {}
+    label = d.find_element(By.ID, "pleura-boxes-label")
+    note = d.find_element(By.ID, "pleura-crop-note").text
+    if crops.get("whole_frame"):
+        assert not label.is_displayed() and "whole-frame" in note, note
+    else:
+        assert label.is_displayed()
+        assert d.find_element(By.ID, "pleura-boxes").is_selected() == bool(crops.get("show"))
+    assert not d.find_elements(By.XPATH, "//label[normalize-space()='record']")
+    assert "Exam" in d.find_element(By.ID, "pleura-recording-note").text
+    assert d.find_element(By.ID, "pleura-bundle-choice").is_displayed()
+    # the timeline's axis is seconds of the video: 20 fps -> a twentieth of the frame count
+    with urllib.request.urlopen(d.current_url + "pleura/state.json", timeout=5) as r:
+        tl = json.loads(r.read())["timeline"]
+    assert len(tl["t"]) == len(tl["frame"]) >= 2
+    assert 0 < tl["t"][-1] - tl["t"][0] < len(tl["t"]) / 5
 
 
 def _button(d, label: str):
@@ -158,14 +211,51 @@ def _check_controls(d) -> None:
 
     _button(d, "Pause").click()
     wait_for(lambda: "Sent: pause" in status(), 10, "the pause to be sent")
+    # the page says so in large plain words and greys the frame out with its age
+    wait_for(lambda: _state(d) == "Paused", 10, "the state 'Paused'")
+    assert _not_live(d)
+    wait_for(lambda: d.find_element(By.ID, "pleura-stale").text.startswith(
+        "Not live · last frame"), 5, "the not-live note")
     time.sleep(1.0)  # results already in flight arrive
     seq = d.find_element(By.ID, "pleura-canvas").get_attribute("data-seq")
     time.sleep(1.0)
     assert d.find_element(By.ID, "pleura-canvas").get_attribute("data-seq") == seq, \
         "frames kept coming while paused"
+    d.save_screenshot(str(ARTIFACTS / "live-paused.png"))
     _button(d, "Resume").click()
     wait_for(lambda: d.find_element(By.ID, "pleura-canvas").get_attribute("data-seq") != seq,
              10, "frames after resume")
+    wait_for(lambda: _state(d) == "Live" and not _not_live(d), 10, "'Live' after resume")
+    _button(d, "Stop").click()
+    wait_for(lambda: _state(d) == "Stopped" and _not_live(d), 10, "the state 'Stopped'")
+    _button(d, "Start").click()
+    wait_for(lambda: _state(d) == "Live", 10, "'Live' after start")
+
+
+def _check_bundle_switch(d) -> None:
+    """The bundle menu restarts the worker on the chosen bundle (UI -> supervisor); the page
+    shows results of the new bundle, and is not live while the worker loads it."""
+    from ui.bundles import bundle_options
+
+    def name_of(path: Path) -> str:  # engines.Bundle.name, without verifying every file
+        return json.loads((path / "manifest.json").read_text()).get("name") or path.name
+
+    current = d.find_element(By.ID, "pleura-bundle").text.strip()
+    labels = [k for k, p in bundle_options(None).items() if name_of(p) != current]
+    if not labels:
+        pytest.skip("one bundle only: nothing to switch to")
+    target = bundle_options(None)[labels[0]]
+    d.find_element(By.CSS_SELECTOR, "#pleura-bundle-choice input").click()
+    css = f"[role='option'][aria-label='{labels[0]}']"
+    option = wait_for(lambda: [o for o in d.find_elements(By.CSS_SELECTOR, css)
+                               if o.is_displayed()], 15, "the bundle in the menu")
+    option[0].click()
+    wait_for(lambda: "Sent: switch the model" in d.find_element(
+        By.ID, "pleura-control-status").text, 10, "the bundle switch to be sent")
+    name = name_of(target)
+    wait_for(lambda: d.find_element(By.ID, "pleura-bundle").text.strip() == name, 120,
+             f"results of bundle {name}")
+    wait_for(lambda: _state(d) == "Live", 20, "'Live' on the new bundle")
 
 
 def test_report_page_in_chromium(live_page, browser):

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ui import overlay
+from ui import overlay, timeline
 
 
 def _png_b64(a: np.ndarray) -> str:
@@ -116,15 +116,15 @@ def test_render_result_tolerates_missing_and_bad_fields():
 
 
 def test_timeline_plots_dots_and_line():
-    img = overlay.render_timeline([0, 3, 3, 2], [0.0, 1.0, 2.0, 2.0], width=300, height=120)
+    img = timeline.render_timeline([0, 3, 3, 2], [0.0, 1.0, 2.0, 2.0], width=300, height=120)
     assert img.shape == (120, 300, 3)
     for s in (0, 2, 3):
         assert (np.abs(img.astype(int) - overlay.SCORE_RGB[s]).sum(axis=2) < 30).any()
     assert (img.sum(axis=2) < 100).any()  # the dark running-score line
-    empty = overlay.render_timeline([], [], width=200, height=80)
+    empty = timeline.render_timeline([], [], width=200, height=80)
     assert empty.shape == (80, 200, 3)
     with pytest.raises(ValueError, match="same length"):
-        overlay.render_timeline([0, 1], [0.0])
+        timeline.render_timeline([0, 1], [0.0])
 
 
 def test_encoders_roundtrip():

@@ -72,3 +72,38 @@ def test_report_without_findings_head_is_unchanged(clip, tmp_path):
     assert "findings" not in doc["video"] and "findings" not in doc["frames"][0]
     header = Path(files[1]).read_text().splitlines()[0]
     assert header == "frame,score,p0,p1,p2,p3,video_score,video_p0,video_p1,video_p2,video_p3"
+
+
+def test_report_reads_well_captions_evidence_and_crops(clip, tmp_path):
+    """Issue #14: short captions with the time in the clip, bars that agree with the video
+    score (each score's share of the evidence), and no crop boxes for a bundle whose crops do
+    not localise, with the reason."""
+    import re
+
+    from ui.report import STRIP_COLUMNS
+
+    bundle = make_dummy_bundle(tmp_path / "bundle", seg=False)
+    status, summary, timeline, strip, files = _report(clip, bundle, tmp_path / "out")
+    for _img, caption in strip:
+        assert re.fullmatch(r"\d+\.\d s: score [0-3], video [0-3]", caption), caption
+        assert len(caption) <= 40  # fits under one of STRIP_COLUMNS thumbnails
+    assert STRIP_COLUMNS <= 4
+    doc = json.loads(Path(files[0]).read_text())
+    ev = doc["video"]["evidence"]
+    assert sum(ev) == pytest.approx(1.0) and max(range(4), key=ev.__getitem__) == \
+        doc["video"]["score"]
+    cells = re.findall(r"(\d): (\d+)%</td>", summary)
+    assert [int(p) for _s, p in cells] == [round(100 * p) for p in ev]
+    assert "outline:2px solid" in summary and "pleura-report-crops" not in summary
+    boxed = strip[0][0]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["models"]["frame"].update(localises=False, localisation_note="the crops stay put")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    copy = tmp_path / "copy"  # another folder: the report caches the policy per bundle
+    import shutil
+
+    shutil.copytree(bundle, copy)
+    _status, summary, _timeline, strip, _files = _report(clip, copy, tmp_path / "out2")
+    assert "No crop boxes: the crops stay put." in summary
+    red = lambda img: ((img[..., 0] > 200) & (img[..., 1] < 40) & (img[..., 2] < 40)).sum()  # noqa: E731
+    assert red(strip[0][0]) == 0 < red(boxed)

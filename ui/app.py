@@ -20,77 +20,13 @@ from fastapi import Request
 from starlette.middleware import Middleware
 
 from ui import controls, exam, live, report
+from ui.bundles import BundleChoice
+from ui.livepage import CSS, live_html
 from ui.results import ControlPublisher, ResultStore, ResultSubscriber
 from ui.safety import DISCLAIMER, UploadLimits, check_exposure
 from ui.uploads import PrivateTempDir, UploadGuard
 
 log = logging.getLogger(__name__)
-
-CSS = """
-#pleura-disclaimer {border-left: 4px solid #e6005a; padding-left: 8px;}
-.pl-row {display: flex; gap: 16px; flex-wrap: wrap; align-items: flex-start;}
-.pl-view {flex: 3 1 420px; min-width: 320px;}
-.pl-view canvas {width: 100%; height: auto; max-height: 62vh; object-fit: contain;
-                 background: #000; border-radius: 4px;}
-.pl-side {flex: 1 1 260px; font-size: 14px;}
-.pl-big {font-size: 40px; font-weight: 700; line-height: 1.1;}
-.pl-bar {display: flex; align-items: center; gap: 6px; font-family: monospace;}
-.pl-track {flex: 1; height: 10px; background: #eee; border-radius: 3px; overflow: hidden;}
-.pl-track div {height: 100%;}
-.pl-side table {width: 100%; border-collapse: collapse;}
-.pl-side td {padding: 1px 4px; border-bottom: 1px solid #eee;}
-#pleura-timeline {width: 100%; min-height: 120px; margin-top: 8px;}
-#pleura-findings td.pl-fbar {width: 45%;}
-#pleura-findings .pl-track {position: relative;}
-#pleura-findings .pl-track div {background: #555;}
-#pleura-findings .pl-track .pl-mark {position: absolute; top: 0; width: 2px; background: #e6005a;}
-"""
-
-LIVE_HTML = """
-<div id="pleura-live">
- <div class="pl-row">
-  <div class="pl-view">
-   <canvas id="pleura-canvas" width="640" height="480"></canvas>
-   <div>
-    <label><input type="checkbox" id="pleura-mask" checked> segmentation mask<span
-     id="pleura-mask-note"></span></label>
-    &nbsp;<label><input type="checkbox" id="pleura-unc"> uncertainty<span
-     id="pleura-unc-note"></span></label>
-    &nbsp;<span style="color:#e00">&#9632;</span> crop 1
-    &nbsp;<span style="color:#0c0">&#9632;</span> crop 2
-    &nbsp;(<span id="pleura-conn">connecting</span>)
-   </div>
-  </div>
-  <div class="pl-side">
-   <div>Frame score</div><div class="pl-big" id="pleura-frame-score">&ndash;</div>
-   <div id="pleura-frame-probs"></div>
-   <div style="margin-top:8px">Video score (running,
-    <span id="pleura-video-n">0</span> frames)</div>
-   <div class="pl-big" id="pleura-video-score">&ndash;</div>
-   <div id="pleura-video-probs"></div>
-   <div id="pleura-findings" hidden style="margin-top:8px">
-    <div>Findings (bar: this frame; <span style="color:#e6005a">|</span> and right column:
-     mean over the video)</div>
-    <table id="pleura-findings-rows"></table>
-   </div>
-   <table style="margin-top:8px">
-    <tr><td>display fps</td><td id="pleura-fps">&ndash;</td></tr>
-    <tr><td>end-to-end latency (ms)</td><td id="pleura-latency">&ndash;</td></tr>
-    <tr><td>UI to screen (ms)</td><td id="pleura-display-latency">&ndash;</td></tr>
-    <tr><td>worker latency (ms)</td><td id="pleura-worker-latency">&ndash;</td></tr>
-    <tr><td>worker fps</td><td id="pleura-worker-fps">&ndash;</td></tr>
-    <tr><td>frames skipped</td><td id="pleura-skipped">&ndash;</td></tr>
-    <tr><td>backend</td><td id="pleura-backend">&ndash;</td></tr>
-    <tr><td>bundle</td><td id="pleura-bundle">&ndash;</td></tr>
-    <tr><td>source</td><td id="pleura-source">&ndash;</td></tr>
-    <tr><td>source state</td><td id="pleura-state">&ndash;</td></tr>
-   </table>
-  </div>
- </div>
- <img id="pleura-timeline" alt="timeline: frame scores and running video score">
-</div>
-"""
-
 
 @dataclass(frozen=True)
 class UiConfig:
@@ -146,19 +82,19 @@ def build_blocks(cfg: UiConfig, ctl: ControlPublisher,
                  store: ResultStore | None = None) -> gr.Blocks:
     """The page layout: a Live tab (view + controls), an Exam tab and a Report tab."""
     clips = demo_clips(cfg.demo_dir)
+    choice = BundleChoice(cfg.bundle)
+    desk = exam.ExamDesk(store, cfg.bundle, cfg.backend, export_dir=cfg.report_dir)
+    choice.on_change(desk.use_bundle)  # the exam scores with the bundle the page shows
     with gr.Blocks(title="pleura: lung-ultrasound scoring") as blocks:
         gr.Markdown("## pleura: lung-ultrasound scoring (Roy et al., IEEE TMI 2020)")
         gr.Markdown(f"**{DISCLAIMER}**", elem_id="pleura-disclaimer")
         with gr.Tab("Live", id="live"):
-            gr.HTML(LIVE_HTML, padding=False)
-            controls.build_controls(ctl, clips, cfg.limits)
+            gr.HTML(live_html(), padding=False)
+            controls.build_controls(ctl, clips, cfg.limits, choice, desk.root)
         with gr.Tab("Exam", id="exam"):
-            exam.build_exam_tab(exam.ExamDesk(store, cfg.bundle, cfg.backend,
-                                              export_dir=cfg.report_dir))
+            exam.build_exam_tab(desk)
         with gr.Tab("Report", id="report"):
-            report.build_report_tab(clips, cfg)
-        if cfg.bundle_info:
-            gr.Markdown(f"Bundle: `{cfg.bundle_info}`")
+            report.build_report_tab(clips, cfg, bundle_of=lambda: str(choice.path))
     return blocks
 
 

@@ -1,8 +1,12 @@
-"""The live page's controls: source, start/stop/pause, loop, reset, record -> CONTROL messages.
+"""The live page's controls: source, start/stop/pause, loop, reset, model bundle -> CONTROL.
 
 Each button publishes one CONTROL message (``{"cmd": ...}``, see :mod:`stream.wire`) through
 :class:`ui.results.ControlPublisher`; the worker, capture or supervisor act on the commands
 they own. The status line says what was sent, or why nothing was.
+
+Recording is the Exam tab's (one MP4 per zone at the source's frame rate, with the per-frame
+results beside it, in a folder the page names); the old record switch, which wrote PNG folders
+the page never named, is gone from the page (``pleura live --record DIR`` still writes them).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ui.bundles import BundleChoice
 from ui.results import ControlPublisher
 from ui.safety import SafetyError, UploadLimits, check_upload
 
@@ -50,7 +55,26 @@ def _sent(ctl: ControlPublisher, cmd: str, what: str, **params) -> str:
     return f"Sent: {what}."
 
 
-def build_controls(ctl: ControlPublisher, clips: dict[str, Path], limits: UploadLimits) -> None:
+def recording_note(exam_dir: Path) -> str:
+    """Where recordings go, for the Live tab (the Exam tab records)."""
+    return (f"**Recording:** record a zone's clip in the **Exam** tab: an MP4 at the source's "
+            f"frame rate with each frame's results beside it (JSONL), saved in the exam's "
+            f"folder under `{exam_dir}`.")
+
+
+def switch_bundle(ctl: ControlPublisher, choice: BundleChoice, label: str) -> str:
+    """The bundle menu: make ``label`` the page's bundle and ask the supervisor to restart the
+    worker on it; the status line for the page."""
+    try:
+        path = choice.choose(label)
+    except ValueError as exc:
+        return f"Not changed: {exc}"
+    return _sent(ctl, "bundle", f"switch the model to {label}. The worker restarts on it (a "
+                 "few seconds without new frames) and the video score starts again", path=str(path))
+
+
+def build_controls(ctl: ControlPublisher, clips: dict[str, Path], limits: UploadLimits,
+                   choice: BundleChoice | None = None, exam_dir: Path | None = None) -> None:
     """Add the control widgets to the current Blocks context and wire their events."""
     with gr.Accordion("Source and controls", open=True):
         with gr.Row():
@@ -69,7 +93,12 @@ def build_controls(ctl: ControlPublisher, clips: dict[str, Path], limits: Upload
             resume = gr.Button("Resume")
             stop = gr.Button("Stop")
             reset = gr.Button("Reset video score")
-            record = gr.Checkbox(False, label="record")
+        bundle = None
+        if choice is not None:
+            bundle = gr.Dropdown(list(choice.options), value=choice.label, label="model bundle",
+                                 elem_id="pleura-bundle-choice")
+        if exam_dir is not None:
+            gr.Markdown(recording_note(exam_dir), elem_id="pleura-recording-note")
         status = gr.Markdown("", elem_id="pleura-control-status")
 
     def on_kind(k: str):
@@ -93,5 +122,6 @@ def build_controls(ctl: ControlPublisher, clips: dict[str, Path], limits: Upload
         btn.click(lambda c=cmd, w=what: _sent(ctl, c, w), None, status, queue=False)
     loop.change(lambda v: _sent(ctl, "loop", f"loop {'on' if v else 'off'}", on=bool(v)),
                 loop, status, queue=False)
-    record.change(lambda v: _sent(ctl, "record", f"record {'on' if v else 'off'}", on=bool(v)),
-                  record, status, queue=False)
+    if bundle is not None and choice is not None:
+        bundle.input(lambda label: switch_bundle(ctl, choice, label), bundle, status,
+                     queue=False)

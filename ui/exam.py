@@ -88,6 +88,11 @@ class ExamDesk:
         self.lock = threading.Lock()
         self._scorer = None
 
+    def use_bundle(self, path: Path) -> None:
+        """Score later clips with the bundle at ``path`` (the page's bundle menu). No lock: a
+        recording holds it for seconds; the next :meth:`scorer` call loads the new bundle."""
+        self.bundle, self._scorer = str(path), None
+
     def scorer(self):
         if self._scorer is None:
             from stream.score import scorer_from_bundle

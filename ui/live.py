@@ -3,12 +3,14 @@
 Gradio's event transport is built for request/response, not video, so the live frame has its
 own small endpoints on the same server (and the same login):
 
-- ``GET pleura/frame.jpg?after=N&mask=1&unc=0&text=1`` long-polls for the newest result newer than
-  ``N`` and answers one JPEG with overlays, its metadata in ``X-Pleura-*`` headers. The page's
-  script asks for the next frame only after it has drawn the last one, so the browser always
-  gets the newest result and never a backlog (latest wins end to end).
+- ``GET pleura/frame.jpg?after=N&mask=1&unc=0&text=1[&boxes=1]`` long-polls for the newest
+  result newer than ``N`` and answers one JPEG with overlays, its metadata in ``X-Pleura-*``
+  headers and the source state (:mod:`ui.livestate`) in ``X-Pleura-State``, also on an empty
+  answer. The page's script asks for the next frame only after it has drawn the last one, so
+  the browser always gets the newest result and never a backlog (latest wins end to end).
 - ``GET pleura/live.mjpg`` the same frames as an MJPEG stream (any ``<img>`` or VLC can show it).
-- ``GET pleura/timeline.png`` the timeline plot (frame scores + running video score).
+- ``GET pleura/timeline.png`` the timeline plot (frame scores + running video score over
+  seconds of the video).
 - ``GET pleura/state.json`` the newest result's JSON and the timeline, for scripts and tests.
 
 Each overlay combination of a result is rendered once and shared by all viewers. Every
@@ -32,13 +34,15 @@ import fastapi
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from ui import overlay
+from ui import overlay, timeline
 from ui.bounds import BoundedStream, Gate, flag_param, float_param, int_param
+from ui.livestate import page_state
 from ui.results import LiveResult, ResultStore
 
 ASSETS = Path(__file__).with_name("assets")
 META_KEYS = ("seq", "stream_id", "source", "score", "probs", "video", "findings", "latency_ms",
-             "skipped", "fps", "backend", "bundle", "source_state", "timing_ms")
+             "skipped", "fps", "backend", "bundle", "source_state", "source_detail",
+             "status_only", "resent", "crops", "pts_s", "timing_ms")
 """RESULT JSON keys copied into the ``X-Pleura-Meta`` header (the masks stay out)."""
 
 
@@ -47,20 +51,24 @@ class FrameRenderer:
 
     def __init__(self, quality: int = 80, cache: int = 8) -> None:
         self.quality = quality
-        self._cache: OrderedDict[tuple[int, bool, bool, bool], bytes] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, bool, bool, bool, bool], bytes] = OrderedDict()
         self._size = cache
         self._lock = threading.Lock()
         self.rendered = 0
 
     def jpeg(self, r: LiveResult, show_mask: bool, show_unc: bool,
-             show_text: bool = True) -> bytes:
-        key = (r.n, show_mask, show_unc, show_text)
+             show_text: bool = True, show_boxes: bool | None = None) -> bytes:
+        """The result drawn as JPEG; ``show_boxes`` None follows the bundle's default."""
+        if show_boxes is None:
+            show_boxes = overlay.boxes_by_default(r.meta)
+        key = (r.n, show_mask, show_unc, show_text, show_boxes)
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None:
             return hit
         rgb = overlay.render_result(r.frame, r.meta, show_mask=show_mask,
-                                    show_uncertainty=show_unc, show_text=show_text)
+                                    show_uncertainty=show_unc, show_text=show_text,
+                                    show_boxes=show_boxes)
         data = overlay.encode_jpeg(rgb, self.quality)
         with self._lock:
             self._cache[key] = data
@@ -70,14 +78,25 @@ class FrameRenderer:
         return data
 
 
-def result_headers(r: LiveResult) -> dict[str, str]:
-    """``X-Pleura-*`` headers: counter, seq, grab / UI-receive times and the compact metadata."""
+def state_header(store: ResultStore) -> str:
+    """The page's source state now (:func:`ui.livestate.page_state`) as compact JSON."""
+    latest = store.latest()
+    state = page_state(latest.meta if latest else None, store.fresh_age())
+    return json.dumps(finite(state), separators=(",", ":"), ensure_ascii=True)
+
+
+def result_headers(r: LiveResult, state: str = "") -> dict[str, str]:
+    """``X-Pleura-*`` headers: counter, seq, grab / UI-receive times, the compact metadata and
+    the page's source state (``X-Pleura-State``, :func:`state_header`)."""
     meta = finite({k: r.meta.get(k) for k in META_KEYS if k in r.meta})
     mask = r.meta.get("mask") or {}
     meta["has_mask"] = bool(mask.get("png_b64"))
     meta["has_unc"] = bool(mask.get("unc_png_b64"))
     meta["finding_rows"] = overlay.finding_rows(r.meta)  # labelled for the page; [] if none
+    h, w = r.frame.shape[:2]
+    meta["crop_notes"] = overlay.crop_notes(r.meta.get("boxes"), w, h)
     return {
+        "X-Pleura-State": state,
         "X-Pleura-N": str(r.n),
         "X-Pleura-Seq": str(r.seq),
         "X-Pleura-T-Grabbed": repr(r.t_grabbed),
@@ -173,16 +192,21 @@ def live_router(store: ResultStore, renderer: FrameRenderer,
     @router.get("/pleura/frame.jpg")
     async def frame_jpg(after: str | None = None, mask: str | None = None,
                         unc: str | None = None, text: str | None = None,
-                        wait: str | None = None) -> Response:
+                        wait: str | None = None, boxes: str | None = None) -> Response:
+        """``boxes`` absent: the bundle's default (:func:`ui.overlay.boxes_by_default`).
+        An empty answer (204) still carries the source state (``X-Pleura-State``)."""
         n = int_param("after", after, 0, 0, MAX_N)
         wait_s = float_param("wait", wait, min(1.0, lim.max_wait_s), 0.0, lim.max_wait_s)
         show = (flag_param("mask", mask, True), flag_param("unc", unc, False),
-                flag_param("text", text, True))
+                flag_param("text", text, True),
+                None if boxes is None else flag_param("boxes", boxes, True))
         r = await newer(n, wait_s)
         if r is None:
-            return Response(status_code=204, headers={"Cache-Control": "no-store"})
+            return Response(status_code=204, headers={"Cache-Control": "no-store",
+                                                      "X-Pleura-State": state_header(store)})
         data = await anyio.to_thread.run_sync(renderer.jpeg, r, *show, limiter=renders)
-        return Response(content=data, media_type="image/jpeg", headers=result_headers(r))
+        return Response(content=data, media_type="image/jpeg",
+                        headers=result_headers(r, state_header(store)))
 
     @router.get("/pleura/live.mjpg")
     async def live_mjpg(mask: str | None = None, unc: str | None = None,
@@ -218,9 +242,11 @@ def live_router(store: ResultStore, renderer: FrameRenderer,
     async def timeline_png(w: str | None = None, h: str | None = None) -> Response:
         width, height = int_param("w", w, 640, 200, 2000), int_param("h", h, 180, 80, 800)
         fs, vs, ex = store.timeline()
+        ts = store.timeline_times()
 
         def draw() -> bytes:
-            img = overlay.render_timeline(fs, vs, width=width, height=height, expected=ex)
+            img = timeline.render_timeline(fs, vs, width=width, height=height, expected=ex,
+                                           times=ts if len(ts) == len(fs) else None)
             return overlay.encode_png(img)
 
         data = await anyio.to_thread.run_sync(draw, limiter=renders)
@@ -231,8 +257,9 @@ def live_router(store: ResultStore, renderer: FrameRenderer,
     async def state_json() -> JSONResponse:  # async: answers even when every thread is busy
         r = store.latest()
         fs, vs, _ = store.timeline()
-        body = {"received": store.received, "timeline": {"frame": fs, "video": vs},
-                "latest": None}
+        body = {"received": store.received,
+                "timeline": {"frame": fs, "video": vs, "t": store.timeline_times()},
+                "state": page_state(r.meta if r else None, store.fresh_age()), "latest": None}
         if r is not None:
             meta = finite({k: r.meta.get(k) for k in META_KEYS if k in r.meta})
             body["latest"] = {"n": r.n, "seq": r.seq, "t_grabbed": r.t_grabbed,

@@ -46,9 +46,76 @@ def to_rgb(frame: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected a frame of shape (H, W) or (H, W, 3), got {a.shape}")
 
 
+def clip_polygon(corners: np.ndarray | Sequence, width: float, height: float) -> np.ndarray:
+    """Clip a convex polygon to the image rectangle ``[0, width-1] x [0, height-1]``
+    (Sutherland-Hodgman).
+
+    Args:
+        corners: (K, 2) pixel coordinates (x, y) in drawing order.
+        width, height: image size in pixels.
+
+    Returns:
+        (M, 2) float64 corners of the part inside the image (M = 0 when none is).
+    """
+    poly = [tuple(p) for p in np.asarray(corners, dtype=np.float64).reshape(-1, 2)]
+    edges = ((0, 0.0, 1), (0, width - 1.0, -1), (1, 0.0, 1), (1, height - 1.0, -1))
+    for axis, bound, sign in edges:  # keep the side where sign * (v - bound) >= 0
+        out: list[tuple[float, float]] = []
+        for k, cur in enumerate(poly):
+            prev = poly[k - 1]
+            d_cur, d_prev = sign * (cur[axis] - bound), sign * (prev[axis] - bound)
+            if (d_cur >= 0) != (d_prev >= 0):  # this edge crosses the bound: keep the crossing
+                f = d_prev / (d_prev - d_cur)
+                out.append((prev[0] + f * (cur[0] - prev[0]), prev[1] + f * (cur[1] - prev[1])))
+            if d_cur >= 0:
+                out.append(cur)
+        poly = out
+        if not poly:
+            break
+    return np.array(poly, dtype=np.float64).reshape(-1, 2)
+
+
+def polygon_area(corners: np.ndarray | Sequence) -> float:
+    """Area of a simple polygon (shoelace formula); 0 for fewer than 3 corners."""
+    c = np.asarray(corners, dtype=np.float64).reshape(-1, 2)
+    if len(c) < 3:
+        return 0.0
+    x, y = c[:, 0], c[:, 1]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
+
+
+def outside_fraction(corners: np.ndarray | Sequence, width: int, height: int) -> float | None:
+    """Share of a crop's area that lies outside the image (0 = inside, 1 = all outside);
+    None when the corners are not 4 finite points or the crop has no area."""
+    c = np.asarray(corners, dtype=np.float64).reshape(-1, 2)
+    if c.shape[0] != 4 or not np.all(np.isfinite(c)):
+        return None
+    area = polygon_area(c)
+    if area <= 0:
+        return None
+    return float(np.clip(1.0 - polygon_area(clip_polygon(c, width, height)) / area, 0.0, 1.0))
+
+
+def crop_notes(boxes: Sequence | None, width: int, height: int,
+               min_fraction: float = 0.02) -> list[str]:
+    """Plain sentences for crops partly outside the image: ``"crop 2: 35% outside the image
+    (drawn clipped)"``; [] when every crop is inside (2% of its area is tolerated)."""
+    notes = []
+    for i, c in enumerate((boxes or [])[:2]):
+        f = outside_fraction(c, width, height)
+        if f is not None and f >= min_fraction:
+            where = "outside the image" if f >= 0.995 else "outside the image (drawn clipped)"
+            notes.append(f"crop {i + 1}: {100 * f:.0f}% {where}")
+    return notes
+
+
 def draw_quad(rgb: np.ndarray, corners: np.ndarray | Sequence, colour: tuple[int, int, int],
               thickness: int = 2) -> np.ndarray:
-    """Draw a closed quadrilateral (an STN crop) in place and return the image.
+    """Draw a closed quadrilateral (an STN crop) in place, clipped to the image, and return
+    the image.
+
+    A crop that runs off the image is drawn as the part inside it, closed along the image
+    border (:func:`clip_polygon`); :func:`crop_notes` says how much is outside.
 
     Args:
         rgb: (H, W, 3) uint8, modified in place.
@@ -59,6 +126,9 @@ def draw_quad(rgb: np.ndarray, corners: np.ndarray | Sequence, colour: tuple[int
     """
     c = np.asarray(corners, dtype=np.float64).reshape(-1, 2)
     if c.shape[0] != 4 or not np.all(np.isfinite(c)):
+        return rgb
+    c = clip_polygon(c, rgb.shape[1], rgb.shape[0])
+    if len(c) < 2:
         return rgb
     pts = np.round(c).astype(np.int32).reshape(-1, 1, 2)
     # LINE_8, not anti-aliased: the box keeps its exact colour on any background.
@@ -235,7 +305,7 @@ def decode_png_b64(data: str | None) -> np.ndarray | None:
 
 def render_result(frame: np.ndarray, result: dict, show_mask: bool = True,
                   show_uncertainty: bool = False, show_text: bool = True,
-                  mask_alpha: float = 0.4) -> np.ndarray:
+                  mask_alpha: float = 0.4, show_boxes: bool | None = None) -> np.ndarray:
     """Compose one displayed frame from a RESULT message.
 
     Args:
@@ -247,6 +317,9 @@ def render_result(frame: np.ndarray, result: dict, show_mask: bool = True,
         show_uncertainty: blend the uncertainty heat map (if the result has one).
         show_text: write the scores on the image.
         mask_alpha: opacity of the mask.
+        show_boxes: draw the crop boxes; None follows the result's ``crops.show`` (the
+            bundle's default: no boxes for whole-frame models or crops that do not
+            localise), True when the result has no ``crops`` field.
 
     Returns:
         (H, W, 3) uint8 RGB.
@@ -261,7 +334,10 @@ def render_result(frame: np.ndarray, result: dict, show_mask: bool = True,
         unc = decode_png_b64(mask.get("unc_png_b64"))
         if unc is not None:
             rgb = blend_uncertainty(rgb, unc)
-    draw_boxes(rgb, result.get("boxes"))
+    if show_boxes is None:
+        show_boxes = boxes_by_default(result)
+    if show_boxes:
+        draw_boxes(rgb, result.get("boxes"))
     if show_text:
         video = result.get("video") or {}
         draw_scores(rgb, _int_or_none(result.get("score")), result.get("probs"),
@@ -270,73 +346,19 @@ def render_result(frame: np.ndarray, result: dict, show_mask: bool = True,
     return rgb
 
 
+def boxes_by_default(result: dict) -> bool:
+    """Whether a result's crop boxes are drawn when nobody asked: its ``crops.show`` (set by
+    the worker from the bundle, :func:`stream.results.crops_meta`), True without one."""
+    crops = result.get("crops")
+    return bool(crops.get("show", True)) if isinstance(crops, dict) else True
+
+
 def _int_or_none(v) -> int | None:
     try:
         s = int(v)
     except (TypeError, ValueError):
         return None
     return s if 0 <= s < len(SCORE_RGB) else None
-
-
-def render_timeline(frame_scores: Sequence[float], running_scores: Sequence[float],
-                    width: int = 640, height: int = 180,
-                    expected: Sequence[float] | None = None) -> np.ndarray:
-    """Timeline plot of frame scores (dots coloured by score) and the running video score (line).
-
-    Drawn with OpenCV (the runtime has no matplotlib). x is the frame index within the current
-    video (the last ``width - margins`` points are shown), y the score 0..3.
-
-    Args:
-        frame_scores: per-frame argmax scores 0..3.
-        running_scores: running video score after each frame (same length).
-        width, height: image size in pixels.
-        expected: optional per-frame expected score ``sum_i i * p_i`` drawn as a thin grey line.
-
-    Returns:
-        (height, width, 3) uint8 RGB.
-    """
-    img = np.full((height, width, 3), 255, dtype=np.uint8)
-    left, right, top, bottom = 28, 8, 8, 22
-    pw, ph = width - left - right, height - top - bottom
-    font = cv2.FONT_HERSHEY_SIMPLEX
-
-    def y_of(s: float) -> int:
-        return int(round(top + ph - (s / 3.0) * ph))
-
-    for s in range(4):
-        y = y_of(s)
-        cv2.line(img, (left, y), (left + pw, y), (225, 225, 225), 1)
-        cv2.putText(img, str(s), (left - 16, y + 4), font, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
-    cv2.rectangle(img, (left, top), (left + pw, top + ph), (160, 160, 160), 1)
-    n = len(frame_scores)
-    if n != len(running_scores):
-        raise ValueError(f"frame_scores ({n}) and running_scores ({len(running_scores)}) "
-                         "must have the same length")
-    if n == 0:
-        cv2.putText(img, "waiting for results", (left + 8, top + ph // 2), font, 0.45,
-                    (120, 120, 120), 1, cv2.LINE_AA)
-        return img
-    start = max(0, n - pw)
-    span = max(1, min(n, pw) - 1)
-
-    def x_of(i: int) -> int:
-        return int(round(left + (i - start) * pw / span)) if n > 1 else left + pw // 2
-
-    idx = range(start, n)
-    if expected is not None and len(expected) == n:
-        pts = np.array([[x_of(i), y_of(float(expected[i]))] for i in idx], np.int32)
-        cv2.polylines(img, [pts.reshape(-1, 1, 2)], False, (170, 170, 170), 1, cv2.LINE_AA)
-    pts = np.array([[x_of(i), y_of(float(running_scores[i]))] for i in idx
-                    if np.isfinite(running_scores[i])], np.int32)
-    if len(pts):
-        cv2.polylines(img, [pts.reshape(-1, 1, 2)], False, (20, 20, 20), 2, cv2.LINE_AA)
-    for i in idx:  # dots on top of the line
-        s = int(frame_scores[i])
-        if 0 <= s < 4:
-            cv2.circle(img, (x_of(i), y_of(s)), 3, SCORE_RGB[s], -1, cv2.LINE_AA)
-    cv2.putText(img, f"frames {start}..{n - 1}   dots: frame score   line: video score",
-                (left, height - 5), font, 0.35, (60, 60, 60), 1, cv2.LINE_AA)
-    return img
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:

@@ -16,14 +16,15 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engines.findings import finding_label
-from ui import overlay
+from ui import overlay, timeline
 from ui.results import expected_score
 from ui.safety import SafetyError, UploadLimits, check_upload
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STRIP_FRAMES = 8
+STRIP_COLUMNS = 4
+"""Thumbnails per row: wide enough for a readable caption under each."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class FrameRow:
         boxes: crop 1 and crop 2 corners in source-frame pixels ((2, 4, 2)), or None.
         findings: {name: probability} of the frame's findings, or None without a findings
             head.
+        t_s: the frame's time in the clip in seconds (its timestamp), or None.
     """
 
     index: int
@@ -54,6 +58,7 @@ class FrameRow:
     video_score: int
     boxes: tuple | None = None
     findings: dict[str, float] | None = None
+    t_s: float | None = None
 
     @property
     def score(self) -> int:
@@ -66,6 +71,9 @@ class ClipReport:
 
     ``findings`` is the clip summary of the findings ({name: {"mean", "max", "fraction",
     "present"}}, as ``pleura score``'s ``video.findings``), None without a findings head.
+    ``crops`` says whether the crop boxes are drawn (:func:`stream.results.crops_meta`);
+    ``evidence`` is each score's share of the clip's evidence, the bars of the summary
+    (``video_probs``, the softmax of the aggregate, is ~0.25 each on long clips).
     """
 
     clip: str
@@ -75,6 +83,8 @@ class ClipReport:
     bundle: str
     seconds: float
     findings: dict[str, dict[str, Any]] | None = None
+    crops: dict[str, Any] | None = None
+    evidence: tuple[float, ...] | None = None
 
     @property
     def video_score(self) -> int:
@@ -90,6 +100,8 @@ class ClipReport:
     def to_json(self) -> dict[str, Any]:
         """The report file: video prediction, per-frame rows; findings only when present."""
         video: dict[str, Any] = {"score": self.video_score, "probs": list(self.video_probs)}
+        if self.evidence is not None:
+            video["evidence"] = list(self.evidence)
         if self.findings is not None:
             video["findings"] = self.findings
         return {
@@ -120,11 +132,14 @@ def write_csv(report: ClipReport, path: Path) -> Path:
 
 
 def timeline_image(report: ClipReport, width: int = 900, height: int = 200) -> np.ndarray:
-    """(height, width, 3) RGB timeline: frame scores, running video score, expected score."""
-    return overlay.render_timeline([r.score for r in report.rows],
-                                   [float(r.video_score) for r in report.rows],
-                                   width=width, height=height,
-                                   expected=[expected_score(r.probs) for r in report.rows])
+    """(height, width, 3) RGB timeline: frame scores, running video score, expected score;
+    over seconds of the clip when every frame has a timestamp, else over frames."""
+    times = [r.t_s for r in report.rows]
+    return timeline.render_timeline([r.score for r in report.rows],
+                                    [float(r.video_score) for r in report.rows],
+                                    width=width, height=height,
+                                    expected=[expected_score(r.probs) for r in report.rows],
+                                    times=None if None in times else times)
 
 
 def strip_indices(n: int, k: int = STRIP_FRAMES) -> list[int]:
@@ -136,8 +151,14 @@ def strip_indices(n: int, k: int = STRIP_FRAMES) -> list[int]:
 
 def strip_images(report: ClipReport, frames: dict[int, np.ndarray],
                  ) -> list[tuple[np.ndarray, str]]:
-    """Frames with overlays for a gallery: [(RGB image, caption)]."""
+    """Frames with overlays for a gallery: [(RGB image, caption)].
+
+    The crop boxes follow ``report.crops`` (none for a whole-frame model or crops that do not
+    localise). Captions are short, so they stay readable under a thumbnail:
+    ``"1.2 s: score 2, video 3"`` (the frame's own score, then the running video score).
+    """
     out = []
+    boxes = (report.crops or {}).get("show", True)
     for i in strip_indices(len(report.rows)):
         r = report.rows[i]
         img = frames.get(r.index)
@@ -146,11 +167,17 @@ def strip_images(report: ClipReport, frames: dict[int, np.ndarray],
         res = {"boxes": r.boxes, "score": r.score, "probs": list(r.probs),
                "video": {"score": r.video_score, "probs": list(r.video_probs)},
                "findings": r.findings}
-        rgb = overlay.render_result(img, res, show_text=False)
-        caption = f"frame {r.index}: score {r.score} (video {r.video_score})"
-        found = overlay.findings_caption(overlay.finding_rows(res))
-        out.append((rgb, f"{caption}; {found}" if found else caption))
+        rgb = overlay.render_result(img, res, show_text=False, show_boxes=boxes)
+        out.append((rgb, strip_caption(r, overlay.findings_caption(overlay.finding_rows(res)))))
     return out
+
+
+def strip_caption(r: FrameRow, found: str = "") -> str:
+    """``"1.2 s: score 2, video 3"`` (``"frame 24: ..."`` without a timestamp), then the
+    frame's findings when the bundle has a findings head."""
+    when = f"{r.t_s:.1f} s" if r.t_s is not None else f"frame {r.index}"
+    caption = f"{when}: score {r.score}, video {r.video_score}"
+    return f"{caption}; {found}" if found else caption
 
 
 def _finding_row_html(name: str, s: dict[str, Any]) -> str:
@@ -176,15 +203,29 @@ def findings_html(report: ClipReport) -> str:
             "Whole-frame probabilities of the frame model's findings head.</div>")
 
 
+def crops_html(report: ClipReport) -> str:
+    """Why the strip shows no crop boxes ("" when it shows them)."""
+    note = (report.crops or {}).get("note") or ""
+    if not note or (report.crops or {}).get("show", True):
+        return ""
+    return f"<div class='pl-sub' id='pleura-report-crops'>No crop boxes: {html.escape(note)}.</div>"
+
+
 def summary_html(report: ClipReport) -> str:
-    """The report's headline: video score, probabilities and provenance."""
+    """The report's headline: video score, each score's share of the evidence, provenance."""
+    shares = report.evidence if report.evidence is not None else report.video_probs
     cells = "".join(
-        f"<td style='padding:2px 8px;color:#fff;background:"
-        f"rgb{overlay.SCORE_RGB[i]}'>{i}: {p:.2f}</td>" for i, p in enumerate(report.video_probs))
+        f"<td style='padding:2px 8px;color:#000;background:rgb{overlay.SCORE_RGB[i]};"
+        f"{'font-weight:700;outline:2px solid #222' if i == report.video_score else ''}'>"
+        f"{i}: {100 * p:.0f}%</td>" for i, p in enumerate(shares))
+    what = ("how strongly the clip supports each score (share of the combined evidence; "
+            "outlined: the video score)")
     fps = len(report.rows) / report.seconds if report.seconds > 0 else float("nan")
     return (f"<div id='pleura-report-summary'><div>Video score of <b>{report.clip}</b></div>"
             f"<div style='font-size:40px;font-weight:700' id='pleura-report-video-score'>"
-            f"{report.video_score}</div><table><tr>{cells}</tr></table>{findings_html(report)}"
+            f"{report.video_score}</div><div style='font-size:12px'>{what}</div>"
+            f"<table><tr>{cells}</tr></table>{findings_html(report)}"
+            f"{crops_html(report)}"
             f"<div>{len(report.rows)} frames scored in {report.seconds:.1f} s "
             f"({fps:.0f} frames/s), backend {report.backend}, bundle {report.bundle}</div></div>")
 
@@ -206,7 +247,7 @@ def score_clip(path: Path, bundle: str | None, backend: str, limits: UploadLimit
     report = ClipReport(clip=path.name, rows=tuple(got.rows),
                         video_probs=got.rows[-1].video_probs, backend=got.backend,
                         bundle=got.bundle, seconds=time.perf_counter() - t0,
-                        findings=got.findings)
+                        findings=got.findings, crops=got.crops, evidence=got.evidence)
     return report, got.frames
 
 
@@ -244,8 +285,16 @@ def make_report(upload: str | None, demo: str | None, clips: dict[str, Path], cf
             [str(jpath), str(cpath)])
 
 
-def build_report_tab(clips: dict[str, Path], cfg: UiConfig) -> None:
-    """Add the report widgets to the current Blocks context."""
+def build_report_tab(clips: dict[str, Path], cfg: UiConfig,
+                     bundle_of: Callable[[], str | None] | None = None) -> None:
+    """Add the report widgets to the current Blocks context.
+
+    Args:
+        clips: the demo clips offered.
+        cfg: the page's configuration.
+        bundle_of: the bundle to score with at the time of the click (the page's bundle
+            menu); None: ``cfg.bundle``.
+    """
     import gradio as gr
 
     gr.Markdown("Score a whole clip offline (the same engine path as `pleura score`). "
@@ -261,9 +310,14 @@ def build_report_tab(clips: dict[str, Path], cfg: UiConfig) -> None:
     summary = gr.HTML("", elem_id="pleura-report-html")
     timeline = gr.Image(label="timeline", type="numpy", interactive=False,
                         elem_id="pleura-report-timeline")
-    strip = gr.Gallery(label="frames with overlays", columns=STRIP_FRAMES, height="auto",
+    strip = gr.Gallery(label="frames with overlays (caption: time, the frame's score, the "
+                       "running video score)", columns=STRIP_COLUMNS, height="auto",
                        elem_id="pleura-report-strip")
     files = gr.File(label="download", file_count="multiple", interactive=False,
                     elem_id="pleura-report-files")
-    go.click(lambda up, d: make_report(up, d, clips, cfg), [upload, demo],
+    def run(up, d):
+        return make_report(up, d, clips, cfg if bundle_of is None
+                           else replace(cfg, bundle=bundle_of()))
+
+    go.click(run, [upload, demo],
              [status, summary, timeline, strip, files], concurrency_limit=1)

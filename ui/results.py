@@ -64,6 +64,14 @@ def expected_score(probs) -> float:
     return float(np.dot(np.arange(p.size), p)) if p.size else float("nan")
 
 
+def frame_pts(meta: dict[str, Any]) -> float | None:
+    """A result's presentation time in the clip (``pts_s``), None when the source gave none."""
+    pts = meta.get("pts_s")
+    if isinstance(pts, (int, float)) and not isinstance(pts, bool) and math.isfinite(pts):
+        return float(pts)
+    return None
+
+
 class ResultStore:
     """Thread-safe newest result + bounded timeline of the current video.
 
@@ -80,7 +88,10 @@ class ResultStore:
         self.frame_scores: deque[int] = deque(maxlen=timeline_len)
         self.expected: deque[float] = deque(maxlen=timeline_len)
         self.video_scores: deque[float] = deque(maxlen=timeline_len)
+        self.times: deque[float] = deque(maxlen=timeline_len)
+        self._t0: float | None = None  # grab time of the first frame (sources without pts)
         self.received = 0
+        self.t_fresh: float | None = None  # when the newest scored (not re-sent) frame came
 
     def update(self, msg: wire.Message, t_recv: float | None = None) -> LiveResult | None:
         """Store a decoded RESULT message (others are ignored); wake long-polling readers."""
@@ -99,11 +110,13 @@ class ResultStore:
                 self._clear_timeline()
             self._key, self._last_video_n = key, vn
             score = meta.get("score")
-            if score is not None:
+            if score is not None and not meta.get("resent"):
                 self.frame_scores.append(int(score))
                 self.expected.append(expected_score(meta.get("probs") or []))
                 vs = video.get("score")
                 self.video_scores.append(float(vs) if vs is not None else float("nan"))
+                self.times.append(self._time_of(meta, float(stamps[wire.STAGE["grabbed"]])))
+                self.t_fresh = float(stamps[wire.STAGE["shown"]])
             self._n += 1
             self.received += 1
             self._latest = LiveResult(self._n, int(msg.seq), int(msg.stream_id), meta,
@@ -111,10 +124,22 @@ class ResultStore:
             self._cond.notify_all()
             return self._latest
 
+    def _time_of(self, meta: dict[str, Any], t_grabbed: float) -> float:
+        """Seconds on the timeline's axis: the frame's time in the clip (``pts_s``), else the
+        seconds since the timeline's first frame was grabbed."""
+        pts = frame_pts(meta)
+        if pts is not None:
+            return pts
+        if self._t0 is None:
+            self._t0 = t_grabbed
+        return t_grabbed - self._t0
+
     def _clear_timeline(self) -> None:
+        self._t0 = None
         self.frame_scores.clear()
         self.expected.clear()
         self.video_scores.clear()
+        self.times.clear()
 
     def reset_timeline(self) -> None:
         with self._cond:
@@ -147,6 +172,17 @@ class ResultStore:
         """Copies of (frame scores, running video scores, expected frame scores)."""
         with self._cond:
             return list(self.frame_scores), list(self.video_scores), list(self.expected)
+
+    def timeline_times(self) -> list[float]:
+        """Seconds of each timeline point (:meth:`_time_of`), same length as the scores."""
+        with self._cond:
+            return list(self.times)
+
+    def fresh_age(self, now: float | None = None) -> float | None:
+        """Seconds since the newest scored frame arrived (None: none yet)."""
+        with self._cond:
+            t = self.t_fresh
+        return None if t is None else (time.time() if now is None else now) - t
 
 
 ADDRESS = re.compile(r"^(tcp://[^\s:/]+:\d{1,5}|ipc://\S+|inproc://\S+)$")

@@ -11,6 +11,13 @@ SCORE_SHORT: tuple[str, ...] = (
     "2 - broken pleura, small consolidations",
     "3 - white lung",
 )
+SCORE_AERATION: tuple[str, ...] = (
+    "normally aerated",
+    "mild loss of aeration",
+    "moderate loss of aeration",
+    "severe loss of aeration",
+)
+"""What each score means for the lung (the end of each :data:`SCORE_MEANING`)."""
 SCORE_MEANING: tuple[str, ...] = (
     "Continuous, regular pleural line with horizontal artefacts (A-lines): normally aerated.",
     "Indented pleural line with vertical white areas below it (separate or coalescent B-lines):"

@@ -40,8 +40,10 @@
   }
   const fmt = (v, d) => (v === null || v === undefined || Number.isNaN(v)) ? "–" : Number(v).toFixed(d);
   const COLOURS = ["#2878ff", "#ffdc00", "#ff8200", "#e6005a"];
-  const ALERT_STATES = new Set(["truncated", "error", "stalled", "reconnecting"]);
-  function bars(id, probs) {
+  const percent = (p) => (p === null || p === undefined) ? "–" : (100 * p).toFixed(0) + "%";
+  // Bars of a probability-like vector; `chosen` (the score shown above them) is outlined, so
+  // the number and the bars always say the same thing.
+  function bars(id, probs, chosen) {
     const el = $(id);
     if (!el || !probs) { return; }
     if (el.children.length !== probs.length) {  // built once, then only widths change
@@ -52,11 +54,11 @@
     probs.forEach((p, i) => {
       const row = el.children[i];
       row.children[1].firstChild.style.width = (100 * p).toFixed(1) + "%";
-      row.children[2].textContent = p.toFixed(2);
+      row.children[2].textContent = percent(p).padStart(4, " ");
+      row.classList.toggle("pl-chosen", i === chosen);
     });
   }
   function text(id, v) { const el = $(id); if (el) { el.textContent = v; } }
-  const percent = (p) => (p === null || p === undefined) ? "–" : (100 * p).toFixed(0) + "%";
   // Findings of a bundle with a findings head: rows {label, frame, clip, present} from the
   // server (ui.overlay.finding_rows); the panel stays hidden for bundles without one.
   function findings(rows) {
@@ -84,14 +86,67 @@
       c[0].title = r.present ? "present: mean over the video >= 50%" : "";
     });
   }
+  // The source state (ui.livestate.page_state, sent with every answer): a large plain word
+  // above the image, and a greyed image saying how old it is whenever it is not live.
+  let lastState = "";
+  function showState(st) {
+    if (!st) { return; }
+    const key = JSON.stringify(st);
+    if (key === lastState) { return; }
+    lastState = key;
+    const bar = $("pleura-state-bar");
+    if (bar) { bar.className = "pl-state pl-" + st.key; bar.dataset.state = st.key; }
+    text("pleura-state", st.label);
+    text("pleura-state-detail", st.detail || "");
+    const box = $("pleura-canvas-box");
+    if (box) { box.classList.toggle("pl-notlive", !st.live); }
+    const note = $("pleura-stale");
+    if (note) {
+      note.hidden = st.live;
+      note.textContent = !st.has_frame ? "No image yet" :
+        "Not live · last frame " + (st.age_s === null ? "?" : Math.round(st.age_s)) + " s ago";
+    }
+  }
+  function stateFrom(r) {
+    try { return JSON.parse(r.headers.get("X-Pleura-State") || "null"); } catch (e) { return null; }
+  }
+  // Crop boxes: none for a whole-frame model, hidden by default when the bundle's crops do
+  // not localise (meta.crops from the worker); the switch is reset when the bundle changes.
+  let cropsBundle = null;
+  function crops(meta) {
+    const c = meta.crops;
+    const box = $("pleura-boxes");
+    const label = $("pleura-boxes-label");
+    const legend = $("pleura-crop-legend");
+    if (!box) { return; }
+    if (c && meta.bundle !== cropsBundle) {
+      cropsBundle = meta.bundle;
+      box.checked = !!c.show;
+      box.dataset.set = "1";  // from now on the page asks for what the switch says
+    }
+    const whole = !!(c && c.whole_frame);
+    if (label) { label.hidden = whole; }
+    if (legend) { legend.hidden = whole || !box.checked; }
+    const notes = [];
+    if (c && c.note && (whole || !box.checked)) { notes.push(c.note); }
+    if (box.checked && !whole) { (meta.crop_notes || []).forEach((n) => notes.push(n)); }
+    text("pleura-crop-note", notes.join(" · "));
+  }
   function show(meta, e2e, disp) {
     const v = meta.video || {};
+    const vs = v.score === undefined || v.score === null ? null : v.score;
     text("pleura-frame-score", meta.score === undefined || meta.score === null ? "–" : String(meta.score));
-    text("pleura-video-score", v.score === undefined || v.score === null ? "–" : String(v.score));
-    text("pleura-video-n", v.n_frames === undefined ? "0" : String(v.n_frames));
-    bars("pleura-frame-probs", meta.probs);
-    bars("pleura-video-probs", v.probs);
+    text("pleura-video-score", vs === null ? "–" : String(vs));
+    text("pleura-video-n", v.n_frames === undefined || v.n_frames === null ? "0" : String(v.n_frames));
+    bars("pleura-frame-probs", meta.probs, meta.score);
+    // The video bars: each score's share of the clip's evidence (its largest is the video
+    // score); an older worker sends only the saturated softmax, shown as it is.
+    bars("pleura-video-probs", v.evidence || v.probs, vs);
+    const fs = v.frame_share;
+    text("pleura-frame-share", fs ? "frames whose own score is 0 · 1 · 2 · 3: " +
+      fs.map(percent).join(" · ") : "");
     findings(meta.finding_rows);
+    crops(meta);
     text("pleura-fps", fmt(displayFps(), 1));
     text("pleura-latency", fmt(e2e, 0));
     text("pleura-display-latency", fmt(disp, 0));
@@ -100,10 +155,6 @@
     text("pleura-skipped", meta.skipped === undefined ? "–" : String(meta.skipped));
     text("pleura-backend", meta.backend || "–");
     text("pleura-bundle", meta.bundle || "–");
-    text("pleura-state", meta.source_state || "–");
-    // A source in trouble (file cut short, error, no frames) is shown in red, not just named.
-    const st = $("pleura-state");
-    if (st) { st.style.color = ALERT_STATES.has(meta.source_state) ? "#e6005a" : ""; }
     text("pleura-source", meta.source || "–");
     // Say when an overlay cannot be shown (no segmentation yet / no MC-dropout samples).
     text("pleura-mask-note", meta.has_mask ? "" : " (none yet)");
@@ -133,9 +184,13 @@
   function request(after) {
     const mask = $("pleura-mask") && $("pleura-mask").checked ? 1 : 0;
     const unc = $("pleura-unc") && $("pleura-unc").checked ? 1 : 0;
+    const b = $("pleura-boxes");
+    const boxes = b && b.dataset.set ? "&boxes=" + (b.checked ? 1 : 0) : "";  // else: default
     return fetch(base + "pleura/frame.jpg?after=" + after + "&mask=" + mask + "&unc=" + unc +
-                 "&text=0&wait=1", { cache: "no-store", credentials: "same-origin" });
+                 boxes + "&text=0&wait=1", { cache: "no-store", credentials: "same-origin" });
   }
+  const LOST = { key: "connecting", label: "Connecting", live: false, has_frame: true,
+                 age_s: null, detail: "lost the connection to the page server; retrying" };
   async function frameLoop() {
     let after = 0;
     let pending = null;
@@ -144,11 +199,18 @@
       if (!canvas) { await sleep(200); continue; }
       let r;
       try { r = await (pending || request(after)); } catch (e) {
-        pending = null; stats.errors++; text("pleura-conn", "disconnected"); await sleep(500); continue;
+        pending = null; stats.errors++; text("pleura-conn", "disconnected");
+        showState(LOST); await sleep(500); continue;
       }
       pending = null;
-      if (r.status === 204) { text("pleura-conn", "waiting for results"); continue; }
-      if (!r.ok) { stats.errors++; text("pleura-conn", "error " + r.status); await sleep(1000); continue; }
+      if (r.status === 204) {
+        text("pleura-conn", "waiting for results"); showState(stateFrom(r)); continue;
+      }
+      if (!r.ok) {
+        stats.errors++; text("pleura-conn", "error " + r.status);
+        showState(Object.assign({}, LOST, { detail: "the page server answered " + r.status }));
+        await sleep(1000); continue;
+      }
       const n = Number(r.headers.get("X-Pleura-N"));
       let blob;
       try { blob = await r.blob(); } catch (e) { stats.errors++; continue; }
@@ -181,9 +243,10 @@
       canvas.dataset.drawn = String(stats.drawn);
       newSinceTimeline = true;
       // The numbers change at most 10 times a second: readable, and the page re-lays out less.
+      showState(stateFrom(r));
       if (performance.now() - lastShown >= 100) {
         lastShown = performance.now();
-        text("pleura-conn", "live");
+        text("pleura-conn", "connected");
         show(meta, e2e, disp);
       }
     }
