@@ -34,6 +34,8 @@ def is_dicom(path: str | Path) -> bool:
     p = Path(path)
     if p.suffix.lower() in DICOM_SUFFIXES:
         return True
+    if not p.is_file():  # never open a FIFO or device to peek: open() would wait for a writer
+        return False
     try:
         with open(p, "rb") as f:
             f.seek(128)
