@@ -137,6 +137,21 @@ class Bundle:
         return ("" if self.crops_localise else "this bundle's crops were measured not to "
                 "localise the findings; they are hidden by default")
 
+    @property
+    def masks_shown(self) -> tuple[bool, str]:
+        """Whether the page draws the segmentation mask by default, and why not.
+
+        Manifest ``models.seg_display: {"show": false, "note": "..."}`` marks members whose
+        masks are not meaningful on the images the bundle is meant for (e.g. a member trained
+        on simulated data inside a real-scan bundle). Default: shown, no note.
+        """
+        d = (self.manifest.get("models") or {}).get("seg_display")
+        if not isinstance(d, dict) or d.get("show") is not False:
+            return True, ""
+        note = d.get("note")
+        return False, (note.strip() if isinstance(note, str) and note.strip() else
+                       "this bundle's segmentation masks are hidden by default")
+
     def _frame_entry(self) -> dict[str, Any]:
         entry = (self.manifest.get("models") or {}).get("frame")
         return entry if isinstance(entry, dict) else {}
@@ -361,7 +376,8 @@ def write_manifest(path: str | Path, *, frame_file: str = "frame.onnx",
                    created_by: str = "pleura", name: str | None = None,
                    extra: Mapping[str, Any] | None = None,
                    extra_files: Iterable[str] = (),
-                   finding_names: Iterable[str] = ()) -> dict[str, Any]:
+                   finding_names: Iterable[str] = (),
+                   seg_display: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write ``manifest.json`` for the model files already in ``path``; hashes every file.
 
     Args:
@@ -376,6 +392,8 @@ def write_manifest(path: str | Path, *, frame_file: str = "frame.onnx",
         extra_files: other files to hash (e.g. ``MODEL_CARD.md``).
         finding_names: names of the frame model's ``findings`` output (its 4th output,
             (B, F) sigmoid probabilities), or empty when it has none.
+        seg_display: ``{"show": False, "note": ...}`` to hide the masks by default
+            (:attr:`Bundle.masks_shown`).
 
     Returns:
         The manifest dict that was written.
@@ -412,6 +430,7 @@ def write_manifest(path: str | Path, *, frame_file: str = "frame.onnx",
                       "input": "frames", "outputs": _frame_outputs(finding_names),
                       **({"finding_names": list(finding_names)} if finding_names else {})},
             "seg": [{"input": "image", "outputs": SEG_OUTPUTS, **m} for m in seg_members],
+            **({"seg_display": dict(seg_display)} if seg_display else {}),
         },
         "aggregator": ({"file": aggregator_file, "kind": "uninorm",
                         "meaning": "per-class neutral elements e of the uninorm video "

@@ -76,6 +76,12 @@ def crops_meta(whole_frame: bool, localises: bool, note: str) -> dict:
     return {"whole_frame": False, "show": bool(localises), "note": "" if localises else note}
 
 
+def mask_display_meta(shown: bool, note: str) -> dict:
+    """The RESULT ``mask_display`` field: the page's default for its mask switch and why
+    (:attr:`engines.bundle.Bundle.masks_shown`)."""
+    return {"show": bool(shown), "note": "" if shown else note}
+
+
 def video_meta(agg: RunningUninorm, frame_counts: list[int], restarted: bool) -> dict:
     """The RESULT ``video`` field of a stream's running video score.
 

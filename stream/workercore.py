@@ -25,6 +25,7 @@ from stream.results import (
     crops_meta,
     display_frame,
     is_identity,
+    mask_display_meta,
     timing_ms,
     video_meta,
 )
@@ -326,6 +327,7 @@ class Worker:
                                                          in_hw, scale),
             "crops": crops_meta(whole, self.bundle.crops_localise,
                                 self.bundle.localisation_note),
+            "mask_display": mask_display_meta(*self.bundle.masks_shown),
             "video": video_meta(st.agg, st.frame_counts, st.restarted),
             "findings": None, "mask": None, "batch": n, "worker_pid": os.getpid(),
             "capture_session": fm.session, "capture_sent": fm.sent,

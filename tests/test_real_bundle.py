@@ -88,3 +88,14 @@ def test_training_refuses_a_clip_whose_licence_forbids_it(tmp_path, capsys):
     assert rc == 2
     assert "a.gif: licence 'CC BY-ND 4.0' does not allow training" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # refused before any work
+
+
+def test_default_bundle_hides_its_simulator_masks_and_says_why():
+    from stream.results import mask_display_meta
+
+    b = load_bundle(default_bundle_path())
+    shown, note = b.masks_shown
+    assert not shown and "simulated data" in note
+    assert mask_display_meta(shown, note) == {"show": False, "note": note}
+    assert mask_display_meta(True, "ignored") == {"show": True, "note": ""}
+    assert load_bundle(default_bundle_path().parent / "regstn-sim").masks_shown == (True, "")

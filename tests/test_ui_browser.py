@@ -91,6 +91,7 @@ def test_live_page_in_chromium(live_page, browser):
     with _screenshot_on_failure(browser, "live-failure.png"):
         _check_live(browser, url)
         _check_findings(browser, bundle)
+        _check_mask_default(browser, bundle)
         _check_bundle_switch(browser)
 
 
@@ -110,6 +111,19 @@ def _check_findings(d, bundle: str) -> None:
             for tr in d.find_elements(By.CSS_SELECTOR, "#pleura-findings-rows tr")]
     assert [r[0] for r in rows] == [finding_label(n) for n in names], rows
     assert all(r[2].endswith("%") and r[3].endswith("%") for r in rows), rows
+
+
+def _check_mask_default(d, bundle: str) -> None:
+    """A bundle whose masks are not meaningful on its images (manifest ``seg_display``) starts
+    with the mask switch off and says why; others start with it on."""
+    import engines
+
+    shown, note = engines.load_bundle(bundle).masks_shown
+    box = d.find_element(By.ID, "pleura-mask")
+    wait_for(lambda: box.is_selected() == shown, 10, "the mask switch's bundle default")
+    if not shown:
+        why = wait_for(lambda: d.find_element(By.ID, "pleura-mask-why").text, 10, "the note")
+        assert why == note, why
 
 
 def _check_live(d, url: str) -> None:

@@ -198,6 +198,7 @@ def export_bundle(out: str | Path, frame_model: nn.Module, seg: Sequence[SegRun]
                   seg_from_bundle: str | Path | None = None,
                   finding_names: Sequence[str] = (), card: Mapping[str, Any] | None = None,
                   extra_files: Mapping[str, Path] | None = None,
+                  seg_hidden_note: str | None = None,
                   ) -> dict[str, Any]:
     """Export models into a bundle folder, check parity, write manifest and model card.
 
@@ -219,6 +220,8 @@ def export_bundle(out: str | Path, frame_model: nn.Module, seg: Sequence[SegRun]
             ``limitations``, ``licence``, ``research_only``, ``training_clips``).
         extra_files: name -> file copied into the bundle and hashed (e.g. the frame model's
             ``frame-weights.npz``, the warm start of ``pleura train real --init-from``).
+        seg_hidden_note: the page hides the masks by default with this note
+            (manifest ``models.seg_display``, :attr:`engines.bundle.Bundle.masks_shown`).
 
     Returns:
         The manifest written.
@@ -284,7 +287,9 @@ def export_bundle(out: str | Path, frame_model: nn.Module, seg: Sequence[SegRun]
                   aggregator_file=agg, training=training, commands=commands,
                   evaluation=evaluation, name=name or final.name,
                   created_by="pleura export (train/export.py), pleura 0.1.0",
-                  finding_names=list(finding_names), extra={"card": dict(card)} if card else None)
+                  finding_names=list(finding_names), extra={"card": dict(card)} if card else None,
+                  seg_display={"show": False, "note": seg_hidden_note} if seg_hidden_note
+                  else None)
     manifest = write_manifest(out, **kwargs)
     (out / "MODEL_CARD.md").write_text(render_model_card(manifest))
     manifest = write_manifest(out, extra_files=["MODEL_CARD.md", *(extra_files or {})],
@@ -460,6 +465,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluation figures to record under NAME (repeatable)")
     parser.add_argument("--training-note", action="append", default=[], metavar="KEY=TEXT",
                         help="training data / licence facts to record (repeatable)")
+    parser.add_argument("--seg-hidden-note", default=None, metavar="TEXT",
+                        help="the page hides the segmentation mask by default and says TEXT "
+                             "(masks not meaningful on this bundle's images)")
     parser.add_argument("--seg-from-bundle", type=Path, default=None, metavar="BUNDLE",
                         help="copy the segmentation members of this bundle (when no seg run "
                              "is given; e.g. engines/bundles/default)")
@@ -529,6 +537,7 @@ def run(args: argparse.Namespace) -> int:
                              training=training, commands=commands,
                              evaluation=evaluation, name=args.name,
                              parity_data=args.parity_data, parity_frames=args.parity_frames,
-                             seg_from_bundle=args.seg_from_bundle, **real_kw)
+                             seg_from_bundle=args.seg_from_bundle,
+                             seg_hidden_note=args.seg_hidden_note, **real_kw)
     print(f"wrote bundle {args.out} ({', '.join(manifest['files'])})")
     return 0

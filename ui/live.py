@@ -42,7 +42,7 @@ from ui.results import LiveResult, ResultStore
 ASSETS = Path(__file__).with_name("assets")
 META_KEYS = ("seq", "stream_id", "source", "score", "probs", "video", "findings", "latency_ms",
              "skipped", "fps", "backend", "bundle", "source_state", "source_detail",
-             "status_only", "resent", "crops", "pts_s", "timing_ms")
+             "status_only", "resent", "crops", "mask_display", "pts_s", "timing_ms")
 """RESULT JSON keys copied into the ``X-Pleura-Meta`` header (the masks stay out)."""
 
 

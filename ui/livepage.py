@@ -126,6 +126,7 @@ def live_html() -> str:
      crop boxes</label>
    </div>
    <div id="pleura-crop-note" class="pl-note"></div>
+   <div id="pleura-mask-why" class="pl-note"></div>
    <img id="pleura-timeline" alt="timeline: frame scores and running video score over time">
    <div class="pl-sub" id="pleura-timeline-key">{html.escape(KEY)}</div>
   </div>

@@ -19,6 +19,9 @@ LIMITATIONS = [
     "Findings are trained from clip-level flags (present somewhere in the clip); effusion has "
     "too few examples to be meaningful.",
     "Video scores aggregate frame probabilities with a uninorm fitted on the training clips.",
+    "A segmentation member copied from a simulator-trained bundle (--seg-from-bundle) gives "
+    "masks that are not meaningful on real frames; export with --seg-hidden-note so the page "
+    "hides them by default.",
 ]
 
 

@@ -132,6 +132,19 @@
     if (box.checked && !whole) { (meta.crop_notes || []).forEach((n) => notes.push(n)); }
     text("pleura-crop-note", notes.join(" · "));
   }
+  // Segmentation mask: hidden by default when the bundle says its masks are not meaningful
+  // on these images (meta.mask_display from the worker); reset when the bundle changes.
+  let maskBundle = null;
+  function maskDefault(meta) {
+    const m = meta.mask_display;
+    const box = $("pleura-mask");
+    if (!box || !m) { return; }
+    if (meta.bundle !== maskBundle) {
+      maskBundle = meta.bundle;
+      box.checked = !!m.show;
+    }
+    text("pleura-mask-why", box.checked || !m.note ? "" : m.note);
+  }
   function show(meta, e2e, disp) {
     const v = meta.video || {};
     const vs = v.score === undefined || v.score === null ? null : v.score;
@@ -147,6 +160,7 @@
       fs.map(percent).join(" · ") : "");
     findings(meta.finding_rows);
     crops(meta);
+    maskDefault(meta);
     text("pleura-fps", fmt(displayFps(), 1));
     text("pleura-latency", fmt(e2e, 0));
     text("pleura-display-latency", fmt(disp, 0));
