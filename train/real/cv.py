@@ -179,13 +179,19 @@ def _cell(s: dict[str, float]) -> str:
 
 
 def reevaluate(run: str | Path, clips: Sequence[PocusClip], prior_adjust: bool = True,
-               cache_dir: str | None = "runs/.cache/real") -> dict[str, Any]:
-    """The report of a CV run folder from its saved raw predictions (no retraining)."""
+               cache_dir: str | None = "runs/.cache/real", test_all: bool = False
+               ) -> dict[str, Any]:
+    """The report of a CV run folder from its saved raw predictions (no retraining).
+
+    ``test_all``: also score, with each fold's saved weights, the test-fold clips the run did
+    not train on for another reason (e.g. the non-commercial clips of a ``--commercial-only``
+    run), so its figures are on the same clips as every other row.
+    """
     run = Path(run)
     cfg = RealConfig.from_dict(json.loads((run / "fold0" / "config.json").read_text()))
     done = json.loads((run / "cv.json").read_text()) if (run / "cv.json").is_file() else {}
     folds = grouped_folds(clips, done.get("k", 5), done.get("fold_seed", 0))
-    use = trainable(clips, done.get("commercial_only", False))
+    use = trainable(clips, done.get("commercial_only", False) and not test_all)
     data = load_train_clips(use, cache_dir, cfg.max_frames, folds.group_of)
     results = []
     for k in range(folds.k):
@@ -195,14 +201,36 @@ def reevaluate(run: str | Path, clips: Sequence[PocusClip], prior_adjust: bool =
         with np.load(path) as z:
             probs = {n[6:]: z[n] for n in z.files if n.startswith("probs/")}
             finds = {n[9:]: z[n] for n in z.files if n.startswith("findings/")}
-        results.append({"train": [n for n in folds.train(k) if n in probs],
-                        "test": [n for n in folds.test(k) if n in probs],
+        train = [n for n in folds.train(k) if n in probs]
+        if test_all:
+            _predict_missing(run / f"fold{k}", cfg, data, folds.test(k), probs, finds)
+        results.append({"train": train, "test": [n for n in folds.test(k) if n in probs],
                         "probs": probs, "findings": finds})
-    data = {n: c for n, c in data.items() if n in results[0]["probs"]}
+    seen = {n for r in results for n in r["probs"]}
+    data = {n: c for n, c in data.items() if n in seen}
     rep = evaluate_folds(results, data, prior_adjust)
     rep.update({"k": len(results), "wall_s": 0.0, "config": asdict(cfg),
                 "prior_adjust": prior_adjust})
     return rep
+
+
+def _predict_missing(fold_dir: Path, cfg: RealConfig, data: dict[str, TrainClip],
+                     names: Sequence[str], probs: dict, finds: dict) -> None:
+    """Raw predictions of a fold's saved model for ``names`` it has none for (in place)."""
+    from dataclasses import replace as dc_replace
+
+    from train.real.fit import build, load_weights
+
+    missing = [n for n in names if n in data and n not in probs]
+    if not missing:
+        return
+    model = build(dc_replace(cfg, init_from=None))
+    load_weights(model, fold_dir / "frame-weights.npz")
+    for n in missing:
+        p, f = predict(model, data[n].images)
+        probs[n] = p
+        if f is not None:
+            finds[n] = f
 
 
 def format_report(rep: dict[str, Any]) -> str:

@@ -19,6 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "its saved predictions")
     parser.add_argument("--no-prior-adjust", action="store_true",
                         help="with --cv-run: evaluate without the prior correction")
+    parser.add_argument("--test-all", action="store_true",
+                        help="with --cv-run: also score the test clips the run did not use "
+                        "(e.g. the non-commercial ones of --commercial-only) with each fold's "
+                        "saved weights")
     parser.add_argument("--k", type=int, default=5, help="grouped folds (as the CV)")
     parser.add_argument("--fold-seed", type=int, default=0)
     parser.add_argument("--max-frames", type=int, default=64)
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cv_run:
         from train.real.cv import reevaluate
 
-        rep = reevaluate(args.cv_run, clips, not args.no_prior_adjust, args.cache_dir or None)
+        rep = reevaluate(args.cv_run, clips, not args.no_prior_adjust, args.cache_dir or None,
+                         test_all=args.test_all)
         print(format_report(rep))
         if args.json:
             Path(args.json).write_text(json.dumps(rep, indent=2))
