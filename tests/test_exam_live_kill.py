@@ -38,8 +38,9 @@ def test_sigkill_of_pleura_live_mid_recording(tmp_path, monkeypatch):
         client.submit("R3", 30.0, api_name="/exam_record")  # still recording when killed
         folder = exams / "P09-2026-02-03"
         part = folder / "clips" / ".R3-001.part.jsonl"
-        wait_for(lambda: part.exists() and part.read_text().count('"seq"') >= 5, 60,
-                 "R3 frames being recorded")
+        # the encoder buffers its first frames, so the MP4 part appears after the JSONL one
+        wait_for(lambda: part.exists() and part.read_text().count('"seq"') >= 5
+                 and part.with_suffix(".mp4").exists(), 60, "R3 frames being recorded")
         os.killpg(live.proc.pid, signal.SIGKILL)  # the whole of pleura live, at once
         killed = True
         live.proc.wait(10)

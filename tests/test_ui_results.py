@@ -232,11 +232,17 @@ def test_mjpeg_stream_sends_new_frames_only():
     store = ResultStore()
     client = _client(store)
     store.update(_result(10))  # display frame grey level = seq
-    threading.Timer(0.2, lambda: store.update(_result(200))).start()
-    r = client.get("/pleura/live.mjpg?frames=2")
-    assert r.status_code == 200
-    assert r.headers["content-type"].startswith("multipart/x-mixed-replace; boundary=frame")
-    parts = r.content.split(b"--frame\r\n")[1:]
+    body = b""
+    with client.stream("GET", "/pleura/live.mjpg?frames=2") as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("multipart/x-mixed-replace; boundary=frame")
+        chunks = r.iter_bytes()
+        while body.count(b"\xff\xd9") < 1:  # the first JPEG is complete ...
+            body += next(chunks)
+        store.update(_result(200))  # ... only then a newer result (no race with the start)
+        for chunk in chunks:
+            body += chunk
+    parts = body.split(b"--frame\r\n")[1:]
     assert len(parts) == 2
     imgs = []
     for part in parts:
