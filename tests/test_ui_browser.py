@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests._browser import BROWSER_MARKS
 from ui.browser_bench import (
     LivePipeline,
     chromium,
-    chromium_paths,
     demo_or_clip,
     first_score,
     pick_bundle,
@@ -36,12 +36,7 @@ from ui.browser_bench import (
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "ui"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(None in chromium_paths(),
-                       reason="chromium and chromedriver are needed (apt install chromium "
-                              "chromium-driver)"),
-]
+pytestmark = BROWSER_MARKS
 pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402 - after the skip
 

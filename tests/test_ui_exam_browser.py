@@ -19,18 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from ui.browser_bench import LivePipeline, chromium, chromium_paths, pick_bundle, wait_for
+from tests._browser import BROWSER_MARKS
+from ui.browser_bench import LivePipeline, chromium, pick_bundle, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "ui"
 ZONES = ("R1", "R2", "R3", "L1", "L2", "L3")
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(None in chromium_paths(),
-                       reason="chromium and chromedriver are needed (apt install chromium "
-                              "chromium-driver)"),
-]
+pytestmark = BROWSER_MARKS
 pytest.importorskip("selenium.webdriver")
 pypdf = pytest.importorskip("pypdf")
 from selenium.webdriver.common.by import By  # noqa: E402 - after the skip

@@ -18,15 +18,16 @@ from typing import Any
 import numpy as np
 
 from train.data.pocus import PocusClip
-from train.metrics import confusion_matrix, quadratic_weighted_kappa, within_one_accuracy
+from train.metrics import within_one_accuracy
 from train.real.clips import Folds, clip_groups, grouped_folds, trainable
 from train.real.fit import RealConfig, TrainClip, adjust_probs, predict, score_counts, train_model
 from train.real.frames import load_clip
 from train.real.model import FINDING_NAMES
 from train.video.baselines import METHODS, predict_all
+from train.video.evaluate import video_summary
 from train.video.fit import fit_uninorm
 from train.video.fit_config import FitConfig
-from train.video.metrics import auroc, mean_sd, weighted_prf
+from train.video.metrics import auroc, mean_sd
 
 UNINORM_FIT = FitConfig(head="log")
 """The video head, fixed before any real-data evaluation (the simulator CV chose "log")."""
@@ -52,18 +53,18 @@ def load_train_clips(clips: Sequence[PocusClip], cache_dir: str | None, max_fram
 
 
 def video_metrics(y: Sequence[int], preds: Sequence[tuple[int, float]]) -> dict[str, Any]:
-    """Clip-level metrics of one method on one set of clips."""
+    """Clip-level metrics of one method (:func:`train.video.evaluate.video_summary`) plus
+    within-one accuracy and the specificity on healthy clips."""
+    base = video_summary(y, preds)
     yt = np.asarray(y, dtype=np.int64)
     yp = np.asarray([p[0] for p in preds], dtype=np.int64)
-    cm = confusion_matrix(yt, yp)
-    _, _, f1 = weighted_prf(list(yt), list(yp))
     healthy = yt == 0
-    return {"weighted_f1": f1, "accuracy": float(np.mean(yt == yp)) if len(yt) else float("nan"),
-            "qwk": quadratic_weighted_kappa(cm), "within_one": within_one_accuracy(yt, yp),
-            "auroc_0_vs_1plus": auroc((yt >= 1).astype(int), [p[1] for p in preds]),
+    return {"weighted_f1": base["f1"], "accuracy": base["accuracy"], "qwk": base["qwk"],
+            "within_one": within_one_accuracy(yt, yp),
+            "auroc_0_vs_1plus": base["auroc_0_vs_1plus"],
             "specificity_healthy": float(np.mean(yp[healthy] == 0)) if healthy.any()
             else float("nan"),
-            "confusion": cm.tolist(), "n": int(len(yt))}
+            "confusion": base["confusion"], "n": base["n"]}
 
 
 def summarise(per_fold: Sequence[dict[str, Any]], pooled: dict[str, Any]) -> dict[str, Any]:

@@ -21,11 +21,13 @@ def _scores(videos: Sequence[str], probs: Mapping[str, np.ndarray], e: np.ndarra
     return out
 
 
-def _summary(y: list[int], preds: list[tuple[int, float]]) -> dict[str, Any]:
-    yhat = [p[0] for p in preds]
+def video_summary(y: Sequence[int], preds: Sequence[tuple[int, float]]) -> dict[str, Any]:
+    """Clip-level metrics of one predictor: weighted P/R/F1, accuracy, QWK, confusion, AUROC."""
+    y, yhat = list(y), [p[0] for p in preds]
     cm = confusion_matrix(np.asarray(y, dtype=np.int64), np.asarray(yhat, dtype=np.int64))
     p, r, f = weighted_prf(y, yhat)
-    return {"precision": p, "recall": r, "f1": f, "accuracy": float(np.mean(np.equal(y, yhat))),
+    acc = float(np.mean(np.equal(y, yhat))) if y else float("nan")
+    return {"precision": p, "recall": r, "f1": f, "accuracy": acc,
             "qwk": quadratic_weighted_kappa(cm), "confusion": cm.tolist(),
             "confusion_pct": (100.0 * cm / max(1, cm.sum())).round(1).tolist(),
             "auroc_0_vs_1plus": auroc([int(v >= 1) for v in y], [q[1] for q in preds]),
@@ -55,13 +57,13 @@ def cv_report(folds: Sequence[Mapping[str, Any]], labels: Mapping[str, int],
         preds = _scores(vids, probs, np.asarray(fold["e"], dtype=np.float64))
         pooled_y += y
         for m in METHODS:
-            methods[m]["folds"].append(_summary(y, preds[m]))
+            methods[m]["folds"].append(video_summary(y, preds[m]))
             pooled[m] += preds[m]
     for m in METHODS:
         for k in ("f1", "precision", "recall", "qwk"):
             mu, sd = mean_sd([f[k] for f in methods[m]["folds"]])
             methods[m][k] = {"mean": mu, "sd": sd}
-        methods[m]["pooled"] = _summary(pooled_y, pooled[m])
+        methods[m]["pooled"] = video_summary(pooled_y, pooled[m])
     counts = np.bincount(pooled_y, minlength=4).tolist() if pooled_y else [0] * 4
     return {"methods": methods, "n_videos": len(pooled_y), "n_folds": len(folds),
             "label_counts": counts}
@@ -73,7 +75,7 @@ def holdout_report(labels: Mapping[str, int], probs: Mapping[str, np.ndarray],
     vids = sorted(labels)
     y = [int(labels[v]) for v in vids]
     preds = _scores(vids, probs, np.asarray(e, dtype=np.float64))
-    return {"methods": {m: _summary(y, preds[m]) for m in METHODS}, "n_videos": len(y),
+    return {"methods": {m: video_summary(y, preds[m]) for m in METHODS}, "n_videos": len(y),
             "label_counts": np.bincount(y, minlength=4).tolist() if y else [0] * 4,
             "e": [float(v) for v in e]}
 
