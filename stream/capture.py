@@ -23,14 +23,14 @@ import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import zmq
 
 from engines.preprocess import to_grey
+from stream.config import CaptureConfig, ConfigError
 from stream.messages import MAX_DETAIL_CHARS, MAX_SOURCE_CHARS
-from stream.options import add_source_arguments, source_options
+from stream.options import add_config_argument, add_flags, process_config, source_options
 from stream.procutil import (
     Heartbeat,
     control_socket,
@@ -39,7 +39,7 @@ from stream.procutil import (
     pub_socket,
 )
 from stream.roi import RoiTracker
-from stream.sources import DecodedFrame, SourceError, SourceOptions, StateChange, open_source
+from stream.sources import DecodedFrame, SourceError, StateChange, open_source
 from stream.wire import Kind, Message, WireError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -47,33 +47,6 @@ log = logging.getLogger(__name__)
 ROI_WAIT_FRAMES = 30
 """With ``--roi auto``, frames before the first detection are held back (not sent), for at most
 this many frames of a pass; then the full frame is used until a region is found."""
-
-
-@dataclass(frozen=True)
-class CaptureConfig:
-    """Capture settings.
-
-    Attributes:
-        source: file path, image folder, ``v4l2:///dev/videoN`` or stream URL.
-        frames_addr: ZeroMQ address the frames PUB socket binds.
-        stream_id: this source's id on the wire (several captures can feed one worker).
-        status_addr: supervisor's heartbeat address (PUSH), or None.
-        control_addr: address to bind a SUB socket for CONTROL (pause/resume), or None.
-        roi: "auto", "off", "x,y,w,h", or None = auto for live sources, off for files.
-        grey: send (H, W) grey frames (what the models use; a third of the bytes).
-        options: source options (loop, speed, fps, device settings).
-        seconds: stop after this long (None = until the source ends or a signal).
-    """
-
-    source: str
-    frames_addr: str
-    stream_id: int = 0
-    status_addr: str | None = None
-    control_addr: str | None = None
-    roi: str | None = None
-    grey: bool = True
-    options: SourceOptions = SourceOptions()
-    seconds: float | None = None
 
 
 def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
@@ -86,7 +59,7 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
     if len(cfg.source) > MAX_SOURCE_CHARS:
         raise SourceError(f"source name is {len(cfg.source)} characters long; at most "
                           f"{MAX_SOURCE_CHARS} are allowed")
-    source = open_source(cfg.source, cfg.options)
+    source = open_source(cfg.source, source_options(cfg))
     done = threading.Event()
     threading.Thread(target=_close_on_stop, args=(stop, done, source), daemon=True,
                      name="capture-stop").start()
@@ -138,7 +111,7 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
                 tracker.reset()
             grabbed = time.time()
             try:
-                img = to_grey(ev.image) if cfg.grey else np.ascontiguousarray(ev.image)
+                img = np.ascontiguousarray(ev.image) if cfg.colour else to_grey(ev.image)
                 full_hw = list(img.shape[:2])
                 roi = tracker.update(img if img.ndim == 2 else to_grey(img))
                 if roi is None and roi_mode == "auto" and ev.index < ROI_WAIT_FRAMES:
@@ -232,24 +205,20 @@ def _poll_control(ctl: zmq.Socket | None, hold: str | None) -> str | None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", required=True, help="file, image folder, v4l2:///dev/videoN, URL")
-    p.add_argument("--frames", required=True, help="address to publish frames on, e.g. "
-                   "tcp://0.0.0.0:5555")
-    p.add_argument("--stream-id", type=int, default=0)
-    p.add_argument("--status", default=None, help="supervisor heartbeat address")
-    p.add_argument("--control", default=None, help="address to bind for pause/resume")
-    p.add_argument("--seconds", type=float, default=None)
-    p.add_argument("--colour", action="store_true", help="send RGB frames instead of grey")
-    add_source_arguments(p)
+    """``--config FILE`` (its ``[capture]`` section) and one flag per field of
+    :class:`stream.config.CaptureConfig`."""
+    add_config_argument(p)
+    add_flags(p, CaptureConfig)
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = process_config(CaptureConfig, args)
+    except ConfigError as exc:
+        log.error("capture: %s", exc)
+        return 2
     stop, done = install_stop_handler(), threading.Event()
     exit_if_stuck(stop, done, 3.0, "capture")
-    cfg = CaptureConfig(source=args.source, frames_addr=args.frames, stream_id=args.stream_id,
-                        status_addr=args.status, control_addr=args.control, roi=args.roi,
-                        grey=not args.colour, options=source_options(args),
-                        seconds=args.seconds)
     try:
         return run_capture(cfg, stop)
     except (SourceError, ValueError) as exc:
@@ -257,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except zmq.ZMQError as exc:
         log.error("capture: cannot use address %s (%s); is another capture running?",
-                  args.frames, exc)
+                  cfg.frames_addr, exc)
         return 2
     finally:
         done.set()

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "live": ("stream.live", "live scoring: capture, worker and UI processes under a supervisor"),
     "capture": ("stream.capture", "capture process alone: source -> frames on a ZeroMQ address"),
     "worker": ("stream.worker", "worker process alone: frames -> models -> results address"),
+    "serve": ("stream.serve", "deploy the scoring models on a Ray cluster (the [serve] extra)"),
     "train": ("train.cli_train", "train a stage: pleura train frame|video|seg ..."),
     "eval": ("train.cli_eval", "evaluate a stage: pleura eval frame|video|seg ..."),
 }

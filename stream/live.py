@@ -4,6 +4,10 @@
     pleura live --source v4l2:///dev/video0 --roi auto
     pleura live --headless --source clip.mp4 --seconds 60 --stats-json stats.json
     pleura live --source a.mp4 --source b.mp4 --headless     # two sources, one worker
+    pleura live --config pleura.toml --seg off    # a config file; every flag overrides it
+
+The config file (TOML or JSON; documented example: ``stream/pleura.example.toml``) has one
+section per stage (:mod:`stream.config`); ``--print-config`` prints the one in force.
 """
 
 from __future__ import annotations
@@ -11,13 +15,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
+import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import engines
 import stream
-from stream.options import add_source_arguments, add_worker_arguments, resolve_bundle
-from stream.pipeline import LiveConfig, compose, ui_available
+from stream.config import (
+    CaptureSettings,
+    ConfigError,
+    LiveSettings,
+    PleuraConfig,
+    UiSettings,
+    WorkerSettings,
+)
+from stream.configfile import dumps_toml, to_dict
+from stream.options import add_config_argument, add_flags, live_config, resolve_bundle
+from stream.pipeline import compose, ui_available
 from stream.procutil import install_stop_handler
 from stream.stats import RunStats
 from stream.supervisor import Supervisor
@@ -33,99 +49,83 @@ def demo_clip() -> Path:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", action="append", default=None,
-                   help="file, image folder, v4l2:///dev/videoN or stream URL; repeat for "
-                        "several sources (default: the demo clip, looped)")
-    add_worker_arguments(p)
-    p.add_argument("--host", default="127.0.0.1", help="UI address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7860, help="UI port (default 7860)")
-    p.add_argument("--auth", default=None, help="UI USER:PASSWORD (needed for --host 0.0.0.0)")
-    p.add_argument("--headless", action="store_true", help="no UI; print / write statistics")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
-    p.add_argument("--stats-json", default=None, help="write run statistics here at the end")
-    p.add_argument("--record", default=None, metavar="DIR",
-                   help="record frames (lossless) and results (JSONL) to DIR")
-    p.add_argument("--transport", default="ipc", choices=("ipc", "tcp"),
-                   help="local sockets between the processes (default ipc)")
-    add_source_arguments(p)
+    """``--config FILE`` and one flag per option of every section (:mod:`stream.config`)."""
+    add_config_argument(p)
+    p.add_argument("--print-config", action="store_true",
+                   help="print the config (file, then flags, then defaults) as TOML and exit")
+    add_flags(p, LiveSettings)
+    add_flags(p, CaptureSettings, title="capture ([capture] in --config)")
+    add_flags(p, WorkerSettings, title="worker ([worker] in --config)")
+    add_flags(p, UiSettings, title="page ([ui] in --config)")
 
 
-def _passthrough(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...],
-                                                     tuple[str, ...]]:
-    src = ["--speed", str(args.speed), "--fps", str(args.fps)]
-    if args.loop is not None:
-        src.append("--loop" if args.loop else "--no-loop")
-    for flag, v in (("--size", args.size), ("--device-fps", args.device_fps),
-                    ("--pixel-format", args.pixel_format), ("--roi", args.roi)):
-        if v is not None:
-            src += [flag, str(v)]
-    wrk = ["--backend", args.backend, "--seg", args.seg, "--seg-hz", str(args.seg_hz),
-           "--mc-samples", str(args.mc_samples), "--frame-model", args.frame_model,
-           "--max-streams", str(args.max_streams), "--stream-idle-s", str(args.stream_idle_s)]
-    if args.threads:
-        wrk += ["--threads", str(args.threads)]
-    ui = ["--host", args.host, "--port", str(args.port)]
-    if args.auth:
-        ui += ["--auth", args.auth]
-    return tuple(src), tuple(wrk), tuple(ui)
+def resolve(cfg: PleuraConfig) -> PleuraConfig:
+    """The demo clip (looped) when no source is given, the bundle folder checked and resolved,
+    headless when the UI package is missing.
 
-
-def run(args: argparse.Namespace) -> int:
-    if args.source is None:
+    Raises:
+        SystemExit: a missing demo clip or a bundle that does not load.
+    """
+    live, capture = cfg.live, cfg.capture
+    if not live.sources:
         clip = demo_clip()
         if not clip.exists():
             raise SystemExit(f"pleura live: the demo clip {clip} is missing; pass --source "
                              "FILE|v4l2:///dev/videoN|URL")
-        args.source = [str(clip)]
-        if args.loop is None:
-            args.loop = True
-    bundle = resolve_bundle(args.bundle)
+        live = replace(live, sources=(str(clip),))
+        if capture.loop is None:
+            capture = replace(capture, loop=True)
+    bundle = resolve_bundle(cfg.worker.bundle)
     try:  # refuse a broken bundle before starting any process
         engines.load_bundle(bundle)
     except engines.BundleError as exc:
         raise SystemExit(f"pleura live: {exc}") from None
-    headless = args.headless
-    if not headless and not ui_available():
+    if not live.headless and not ui_available():
         log.warning("the UI package is not available; running headless")
-        headless = True
-    src, wrk, ui = _passthrough(args)
+        live = replace(live, headless=True)
+    return replace(cfg, live=live, capture=capture, worker=replace(cfg.worker, bundle=bundle))
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = live_config(args)
+    except ConfigError as exc:
+        raise SystemExit(f"pleura live: {exc}") from None
+    if args.print_config:
+        print(dumps_toml(to_dict(cfg)), end="")
+        return 0
+    cfg = resolve(cfg)
+    live = cfg.live
     stop = install_stop_handler()
     with tempfile.TemporaryDirectory(prefix="pleura-") as run_dir:
-        cfg = LiveConfig(sources=tuple(args.source), bundle=bundle, transport=args.transport,
-                         headless=headless, record=args.record, source_args=src,
-                         worker_args=wrk, ui_args=ui, verbose=bool(args.verbose))
-        plan = compose(cfg, Path(run_dir))
-        stats = RunStats() if (headless or args.stats_json) else None
-        sup = Supervisor(plan, stats, headless=headless)
+        try:
+            plan = compose(cfg, Path(run_dir), verbose=bool(args.verbose))
+        except ValueError as exc:
+            raise SystemExit(f"pleura live: {exc}") from None
+        stats = RunStats() if (live.headless or live.stats_json) else None
+        sup = Supervisor(plan, stats, headless=live.headless)
         sup.stop_event = stop
-        sup.record_dir = args.record
-        if not headless:
-            log.info("open http://%s:%d", args.host, args.port)
-        rc = sup.run(seconds=args.seconds)
+        sup.record_dir = live.record
+        if not live.headless:
+            log.info("open http://%s:%d", cfg.ui.host, cfg.ui.port)
+        rc = sup.run(seconds=live.seconds)
     if stats is not None:
-        summary = stats.summary()
-        summary["command"] = "pleura live " + " ".join(_argv_echo(args))
-        if args.stats_json:
-            Path(args.stats_json).write_text(json.dumps(summary, indent=1) + "\n")
-            log.info("statistics written to %s", args.stats_json)
-        f, lat = summary["frames"], summary["latency_ms"]["end_to_end"]
-        if f["processed"]:
-            print(f"frames captured {f['captured']} processed {f['processed']} "
-                  f"skipped {f['skipped']} ({f['scored_pct']}% scored), {summary['fps']} fps, "
-                  f"end-to-end latency p50 {lat['p50']} ms p99 {lat['p99']} ms")
-        else:
-            print(f"no frame was scored (frames captured: {f['captured']})")
+        _report(stats, cfg)
     return rc
 
 
-def _argv_echo(args: argparse.Namespace) -> list[str]:
-    out = []
-    for s in args.source:
-        out += ["--source", s]
-    for k in ("bundle", "backend", "seconds", "speed", "roi", "record"):
-        v = getattr(args, k, None)
-        if v is not None:
-            out += [f"--{k}", str(v)]
-    if args.headless:
-        out.append("--headless")
-    return out
+def _report(stats: RunStats, cfg: PleuraConfig) -> None:
+    """Print the run's summary; write it (with the command and the config) to ``stats_json``."""
+    summary = stats.summary()
+    summary["command"] = "pleura " + shlex.join(sys.argv[1:])
+    summary["config"] = to_dict(cfg)
+    if cfg.live.stats_json:
+        Path(cfg.live.stats_json).write_text(json.dumps(summary, indent=1) + "\n")
+        log.info("statistics written to %s", cfg.live.stats_json)
+    f, lat = summary["frames"], summary["latency_ms"]["end_to_end"]
+    if f["processed"]:
+        print(f"frames captured {f['captured']} processed {f['processed']} "
+              f"skipped {f['skipped']} ({f['scored_pct']}% scored), {summary['fps']} fps, "
+              f"end-to-end latency p50 {lat['p50']} ms p99 {lat['p99']} ms")
+    else:
+        print(f"no frame was scored (frames captured: {f['captured']})")

@@ -1,65 +1,134 @@
-"""Command-line flags shared by ``pleura live`` and the single-process commands."""
+"""Command-line flags, derived from the config dataclasses of :mod:`stream.config`.
+
+Every option is defined once, as a field of a config dataclass; :func:`add_flags` turns the
+fields into flags (``--name-with-dashes``, type from the annotation, choices, checks and
+help from the field), so ``pleura live`` and ``pleura capture|worker|ui`` accept the same
+flags as the file accepts keys. Flags have no argparse default: a flag that is not given leaves
+the file's value (or the dataclass default) in force, so every flag overrides ``--config``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import typing
+from dataclasses import MISSING, Field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import engines
+from stream.config import (
+    HIDDEN,
+    SECTIONS,
+    CaptureSettings,
+    ConfigError,
+    PleuraConfig,
+    check_value,
+    flag_of,
+    option_fields,
+)
+from stream.configfile import from_dict, read_file, shape
 from stream.sources import SourceOptions
-from stream.streamtable import DEFAULT_IDLE_S, DEFAULT_MAX_STREAMS
+
+T = TypeVar("T")
 
 
-def add_source_arguments(p: argparse.ArgumentParser) -> None:
-    """Source flags shared by ``pleura capture`` and ``pleura live``."""
-    p.add_argument("--loop", action=argparse.BooleanOptionalAction, default=None,
-                   help="files: start again at the end (default: on for the demo clip)")
-    p.add_argument("--speed", type=float, default=1.0, help="files: playback speed factor")
-    p.add_argument("--fps", type=float, default=30.0, help="image folders: frames per second")
-    p.add_argument("--size", default=None, help="capture card: WxH, e.g. 1920x1080")
-    p.add_argument("--device-fps", type=float, default=None, help="capture card: frame rate")
-    p.add_argument("--pixel-format", default=None, help="capture card: e.g. mjpeg, yuyv422")
-    p.add_argument("--roi", default=None,
-                   help="scan-region crop: auto | off | x,y,w,h (default: auto for live "
-                        "sources, off for files)")
+def add_config_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="TOML or JSON config file (see stream/pleura.example.toml); every flag "
+                        "overrides it")
 
 
-def source_options(args: argparse.Namespace) -> SourceOptions:
-    return SourceOptions(loop=bool(args.loop), speed=args.speed, fps=args.fps, size=args.size,
-                         device_fps=args.device_fps, pixel_format=args.pixel_format)
+def add_flags(p: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = (),
+              title: str | None = None) -> None:
+    """One flag per option field of ``cls`` (a :mod:`stream.config` dataclass).
+
+    Values land in ``args`` as ``"<section>.<name>"`` only when given (:func:`given`).
+    """
+    group = p.add_argument_group(title) if title else p
+    hints = typing.get_type_hints(cls)
+    for f in option_fields(cls):
+        if not f.metadata["cli"] or f.name in skip:
+            continue
+        base, _ = shape(hints[f.name])
+        kw: dict[str, Any] = {"dest": f"{cls.SECTION}.{f.name}", "default": argparse.SUPPRESS,
+                              "help": _help(f)}
+        if f.metadata["metavar"] or not (base is bool or f.metadata["choices"]):
+            kw["metavar"] = f.metadata["metavar"] or f.name.upper()
+        if base is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(base) is tuple:
+            kw["action"] = "append"
+        else:
+            kw["type"] = _parser(f, base)
+            if f.metadata["choices"]:
+                kw["choices"] = f.metadata["choices"]
+        group.add_argument(flag_of(f), **kw)
 
 
-def add_worker_arguments(p: argparse.ArgumentParser) -> None:
-    """Model flags shared by ``pleura worker`` and ``pleura live``."""
-    p.add_argument("--bundle", default=None, help="model bundle folder (default: the bundled one)")
-    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
-    p.add_argument("--threads", type=int, default=None, help="frame-model CPU threads")
-    p.add_argument("--seg", default="auto", choices=("auto", "lane", "inline", "off"),
-                   help="segmentation: inline every frame (GPU), a rate-limited lane (CPU), off")
-    p.add_argument("--seg-hz", type=float, default=2.0, help="segmentation lane rate")
-    p.add_argument("--mc-samples", type=int, default=0, help="MC-dropout passes (uncertainty)")
-    p.add_argument("--frame-model", default="auto", choices=("auto", "fp32", "int8"),
-                   help="ONNX Runtime frame model: the bundle's CPU default, fp32 or int8")
-    p.add_argument("--max-streams", type=_positive_int, default=DEFAULT_MAX_STREAMS,
-                   help="most streams whose state the worker holds; the least recently seen "
-                        f"is forgotten first (default {DEFAULT_MAX_STREAMS})")
-    p.add_argument("--stream-idle-s", type=_positive_float, default=DEFAULT_IDLE_S,
-                   help="the worker forgets a stream silent for this long "
-                        f"(default {DEFAULT_IDLE_S:.0f} s)")
+def _help(f: Field) -> str:
+    text = f.metadata["help"]
+    if text == HIDDEN:
+        return argparse.SUPPRESS
+    if f.default not in (MISSING, None) and not isinstance(f.default, (bool, tuple)) \
+            and "default" not in text:
+        text += f" (default {f.default})"
+    return text
 
 
-def _positive_int(v: str) -> int:
-    n = int(v)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
+def _parser(f: Field, base: type):
+    def parse(text: str):
+        value = base(text)
+        try:
+            check_value(f, value)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+    parse.__name__ = base.__name__  # argparse's "invalid float value: 'x'"
+    return parse
 
 
-def _positive_float(v: str) -> float:
-    x = float(v)
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
-    return x
+def given(args: argparse.Namespace, section: str) -> dict[str, Any]:
+    """The flags of ``section`` given on the command line, as {key: value}."""
+    pre = section + "."
+    return {k[len(pre):]: v for k, v in vars(args).items() if k.startswith(pre)}
+
+
+def process_config(cls: type[T], args: argparse.Namespace) -> T:
+    """A process config: ``--config`` FILE's ``[cls.SECTION]`` section, then the flags given.
+
+    Raises:
+        ConfigError: a bad file, key, type or value, or a required address not given.
+    """
+    section = cls.SECTION
+    data = dict(read_file(args.config).get(section, {})) if args.config else {}
+    data.update(given(args, section))
+    try:
+        return from_dict(cls, data, section)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (config file {args.config})" if args.config else str(exc)) \
+            from None
+
+
+def live_config(args: argparse.Namespace) -> PleuraConfig:
+    """``pleura live``'s config: the ``--config`` file's sections, each overridden by the
+    flags given.
+
+    Raises:
+        ConfigError: a bad file, section, key, type or value.
+    """
+    data = read_file(args.config) if args.config else {}
+    merged = {s: {**data.get(s, {}), **given(args, s)} for s in SECTIONS}
+    try:
+        return from_dict(PleuraConfig, merged)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (config file {args.config})" if args.config else str(exc)) \
+            from None
+
+
+def source_options(cfg: CaptureSettings) -> SourceOptions:
+    """The source layer's options (:class:`stream.sources.SourceOptions`) of a capture."""
+    return SourceOptions(loop=bool(cfg.loop), speed=cfg.speed, fps=cfg.fps, size=cfg.size,
+                         device_fps=cfg.device_fps, pixel_format=cfg.pixel_format)
 
 
 def resolve_bundle(path: str | None) -> str:

@@ -8,63 +8,51 @@
          +-- capture_ctl_i    +-- worker_ctl <-- supervisor <-- ui_control (UI's CONTROL PUB)
     every process --heartbeats--> status (supervisor)
 
-:func:`compose` turns a :class:`LiveConfig` into a :class:`Plan`: the addresses and the
-command line of every process. The supervisor only executes a plan; capture, worker, UI and
-recorder only get addresses on their command lines.
+:func:`compose` turns a :class:`stream.config.PleuraConfig` into a :class:`Plan`: the
+addresses (:class:`stream.config.Topology`: who binds, who connects, who fans out) and every
+process's own config (:class:`stream.config.CaptureConfig`, ``WorkerConfig``, ``UiConfig``).
+The supervisor only executes a plan: it hands each process its config as a JSON file
+(``--config FILE``).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class LiveConfig:
-    """Everything ``pleura live`` was asked for.
-
-    Attributes:
-        sources: one URI per source (file, folder, v4l2:///dev/videoN, stream URL).
-        bundle: model bundle folder (already resolved).
-        transport: "ipc" (local sockets in ``run_dir``) or "tcp" (loopback ports).
-        headless: no UI process.
-        record: folder for ``--record`` or None.
-        source_args: capture flags passed through (loop, speed, roi, ...).
-        worker_args: worker flags passed through (backend, threads, seg, ...).
-        ui_args: UI flags passed through (host, port, auth, ...).
-    """
-
-    sources: tuple[str, ...]
-    bundle: str
-    transport: str = "ipc"
-    headless: bool = False
-    record: str | None = None
-    source_args: tuple[str, ...] = ()
-    worker_args: tuple[str, ...] = ()
-    ui_args: tuple[str, ...] = ()
-    verbose: bool = False
+from stream.config import (
+    CaptureConfig,
+    PleuraConfig,
+    Topology,
+    UiConfig,
+    WorkerConfig,
+    extend,
+)
 
 
 @dataclass(frozen=True)
 class ProcSpec:
-    """One child process: its role, command line, and whether it is restarted when it dies."""
+    """One child process: its role, command line, config and whether it is restarted when it
+    dies.
+
+    ``config`` (a :mod:`stream.config` process config, or None for a process that takes only
+    its command line) is written to a JSON file at every start and passed as ``--config FILE``
+    after ``argv``: settings never travel as rebuilt argv.
+    """
 
     name: str
     role: str
     argv: tuple[str, ...]
     restart: bool = True
+    config: CaptureConfig | WorkerConfig | UiConfig | None = None
 
 
 @dataclass(frozen=True)
-class Plan:
-    frames: tuple[str, ...]
-    results: str
-    worker_control: str
-    capture_controls: tuple[str, ...]
-    ui_control: str
-    status: str
+class Plan(Topology):
+    """The addresses of a pipeline (every one set) and the processes that use them."""
+
     procs: tuple[ProcSpec, ...] = field(default_factory=tuple)
 
 
@@ -102,34 +90,47 @@ def pleura(*args: str, verbose: bool = False) -> tuple[str, ...]:
     return (sys.executable, "-m", "stream", *(("-v",) if verbose else ()), *args)
 
 
-def compose(cfg: LiveConfig, run_dir: Path) -> Plan:
-    """Wire the pipeline: which process binds what and who feeds whom."""
-    addr = Addresses(cfg.transport, run_dir)
-    frames = tuple(addr(f"frames-{i}") for i in range(len(cfg.sources)))
-    capture_ctl = tuple(addr(f"capture-ctl-{i}") for i in range(len(cfg.sources)))
-    results, worker_ctl = addr("results"), addr("worker-ctl")
-    ui_ctl, status = addr("ui-ctl"), addr("status")
-    v = cfg.verbose
-    procs = [ProcSpec(f"capture-{i}", "capture",
-                      pleura("capture", "--source", src, "--frames", frames[i],
-                             "--stream-id", str(i), "--status", status,
-                             "--control", capture_ctl[i], *cfg.source_args, verbose=v))
-             for i, src in enumerate(cfg.sources)]
-    worker = ["worker", "--results", results, "--control", worker_ctl, "--status", status,
-              "--bundle", cfg.bundle, *cfg.worker_args]
-    for f in frames:
-        worker += ["--frames", f]
-    procs.append(ProcSpec("worker", "worker", pleura(*worker, verbose=v)))
+def compose(cfg: PleuraConfig, run_dir: Path, verbose: bool = False) -> Plan:
+    """Wire the pipeline: which process binds what, who feeds whom, and each one's config.
+
+    Args:
+        cfg: the whole config; ``cfg.live.sources`` and ``cfg.worker.bundle`` already resolved
+            (:func:`stream.live.run`). Addresses set in ``cfg.topology`` are used as given.
+        run_dir: folder of the ipc:// sockets.
+        verbose: children log at debug level.
+
+    Raises:
+        ValueError: a topology whose per-source lists do not match the sources.
+    """
+    top, n = cfg.topology, len(cfg.live.sources)
+    for name in ("frames", "capture_controls"):
+        if getattr(top, name) and len(getattr(top, name)) != n:
+            raise ValueError(f"[topology] {name} has {len(getattr(top, name))} addresses for "
+                             f"{n} sources; give one per source or none")
+    addr = Addresses(cfg.live.transport, run_dir)
+    frames = top.frames or tuple(addr(f"frames-{i}") for i in range(n))
+    capture_ctl = top.capture_controls or tuple(addr(f"capture-ctl-{i}") for i in range(n))
+    results, worker_ctl = top.results or addr("results"), top.worker_control or addr("worker-ctl")
+    ui_ctl, status = top.ui_control or addr("ui-ctl"), top.status or addr("status")
+    procs = [ProcSpec(f"capture-{i}", "capture", pleura("capture", verbose=verbose),
+                      config=extend(CaptureConfig, cfg.capture, source=src,
+                                    frames_addr=frames[i], stream_id=i, status_addr=status,
+                                    control_addr=capture_ctl[i]))
+             for i, src in enumerate(cfg.live.sources)]
+    worker = extend(WorkerConfig, cfg.worker, frames_addrs=frames, results_addr=results,
+                    control_addr=worker_ctl, status_addr=status)
+    procs.append(ProcSpec("worker", "worker", pleura("worker", verbose=verbose), config=worker))
     # A hot spare: loaded, waiting for SIGUSR1; replaces a crashed worker at once.
-    procs.append(ProcSpec("worker-standby", "standby",
-                          pleura(*worker, "--standby", "--restarted", verbose=v)))
-    if cfg.record:
-        procs.append(recorder_spec(cfg.record, frames, results, status))
-    if not cfg.headless:
-        procs.append(ProcSpec("ui", "ui", pleura("ui", "--results", results, "--control", ui_ctl,
-                                                 "--bundle", cfg.bundle, *cfg.ui_args,
-                                                 verbose=v)))
-    return Plan(frames, results, worker_ctl, capture_ctl, ui_ctl, status, tuple(procs))
+    procs.append(ProcSpec("worker-standby", "standby", pleura("worker", verbose=verbose),
+                          config=replace(worker, standby=True, restarted=True)))
+    if cfg.live.record:
+        procs.append(recorder_spec(cfg.live.record, frames, results, status))
+    if not cfg.live.headless:
+        ui = extend(UiConfig, cfg.ui, results_addr=results, control_addrs=(ui_ctl,),
+                    bundle=cfg.worker.bundle, backend=cfg.worker.backend)
+        procs.append(ProcSpec("ui", "ui", pleura("ui", verbose=verbose), config=ui))
+    return Plan(frames=frames, capture_controls=capture_ctl, results=results,
+                worker_control=worker_ctl, ui_control=ui_ctl, status=status, procs=tuple(procs))
 
 
 def recorder_spec(out: str, frames: tuple[str, ...], results: str, status: str) -> ProcSpec:

@@ -1,9 +1,11 @@
 """The supervisor: runs a :class:`stream.pipeline.Plan` as OS processes and keeps it alive.
 
-- starts every process of the plan; children get ``PR_SET_PDEATHSIG`` so they die with the
-  supervisor even after a ``kill -9`` (no orphans);
-- watches exits and heartbeats: a dead worker is restarted at once (within 2 s, with
-  ``--restarted`` so its video scores are marked as restarted), a silent one after
+- starts every process of the plan, each with its config (:class:`stream.pipeline.ProcSpec`)
+  written to a JSON file in a private temporary folder and passed as ``--config FILE``;
+  children get ``PR_SET_PDEATHSIG`` so they die with the supervisor even after a ``kill -9``
+  (no orphans);
+- watches exits and heartbeats: a dead worker is restarted at once (within 2 s, its config
+  saying ``restarted`` so its video scores are marked as restarted), a silent one after
   ``hang_s``; a crashed capture / UI / recorder is restarted with backoff;
 - routes the UI's CONTROL messages: "reset"/"pause"/"resume"/"start"/"stop" are forwarded to
   worker and captures (what the worker does with them: :mod:`stream.worker`); "source" /
@@ -24,16 +26,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import zmq
 
 from engines.bundle import BundleError, load_bundle, shipped_bundles
+from stream.configfile import to_dict, write
 from stream.messages import MAX_SOURCE_CHARS
 from stream.pipeline import Plan, ProcSpec, recorder_spec
 from stream.procutil import RateLimitedLog
@@ -61,7 +66,6 @@ class Child:
     done: bool = False
     loaded: bool = False
     beating: bool = False
-    extra: list[str] = field(default_factory=list)
 
 
 class Supervisor:
@@ -79,15 +83,22 @@ class Supervisor:
         self.t_start = time.time()
         self.ready_timeout_s = 30.0
         self.control_log = RateLimitedLog(log)
-        self._plan_bundles = {Path(p.argv[list(p.argv).index("--bundle") + 1]).resolve()
-                              for p in plan.procs if p.role in ("worker", "standby")
-                              and "--bundle" in p.argv[:-1]}
+        self._plan_bundles = {Path(p.config.bundle).resolve() for p in plan.procs
+                              if p.role in ("worker", "standby") and p.config is not None
+                              and p.config.bundle}
+        self.config_dir = Path(tempfile.mkdtemp(prefix="pleura-config-"))  # mode 0700
+        for addr, binder, connectors in plan.wiring():
+            log.debug("%s: bound by %s; %s connect", addr, binder, connectors)
 
     # ------------------------------------------------------------------ processes
     def _start(self, c: Child) -> None:
-        argv = list(c.spec.argv) + c.extra
-        if c.spec.role == "worker" and c.restarts:
-            argv.append("--restarted")
+        argv = list(c.spec.argv)
+        cfg = c.spec.config
+        if cfg is not None:  # the process's config travels as a file, never as argv
+            if c.spec.role == "worker" and c.restarts:
+                cfg = replace(cfg, restarted=True)
+            path = write({cfg.SECTION: to_dict(cfg)}, self.config_dir / f"{c.spec.name}.json")
+            argv += ["--config", str(path)]
         c.proc = subprocess.Popen(argv, preexec_fn=_die_with_parent)
         c.started = c.last_beat = time.time()
         c.beating = False
@@ -183,7 +194,7 @@ class Supervisor:
             sid = msg.meta.get("stream_id", 0)
             cap = (self.children.get(f"capture-{sid}")
                    if isinstance(sid, int) and not isinstance(sid, bool) else None)
-            if cap is None:
+            if cap is None or cap.spec.config is None:
                 self.control_log.warning("control %s refused: no capture with stream_id %.40r",
                                          cmd, sid)
                 return
@@ -194,17 +205,12 @@ class Supervisor:
                                          "URL of 1..%d characters, got %.60r", MAX_SOURCE_CHARS,
                                          uri)
                 return
-            extra = list(cap.extra)
-            if cmd == "source":
-                argv = list(cap.spec.argv)
-                i = argv.index("--source")
-                argv[i + 1] = msg.meta["uri"]
-                cap.spec = ProcSpec(cap.spec.name, cap.spec.role, tuple(argv), cap.spec.restart)
+            change = {"source": uri} if cmd == "source" else {}
             loop = msg.meta.get("loop", msg.meta.get("on"))
             if isinstance(loop, bool):
-                extra = [a for a in extra if a not in ("--loop", "--no-loop")]
-                extra.append("--loop" if loop else "--no-loop")
-            cap.extra, cap.done = extra, False
+                change["loop"] = loop
+            cap.spec = replace(cap.spec, config=replace(cap.spec.config, **change))
+            cap.done = False
             self._stop_child(cap)
         else:
             with contextlib.suppress(zmq.Again):
@@ -213,7 +219,7 @@ class Supervisor:
     @staticmethod
     def _stop_child(c: Child) -> None:
         """SIGTERM ``c`` (SIGKILL after 5 s: it may hold an address the next one binds); the
-        watch loop starts it again at once with its (changed) command line."""
+        watch loop starts it again at once with its (changed) config."""
         if c.proc is not None and c.proc.poll() is None:
             c.proc.terminate()
             try:
@@ -247,18 +253,14 @@ class Supervisor:
             self.control_log.warning("control bundle refused: %.300s", exc)
             return
         for c in self._workers():
-            argv = list(c.spec.argv)
-            if "--bundle" not in argv[:-1]:
+            if c.spec.config is None:
                 continue
-            argv[argv.index("--bundle") + 1] = str(target)
-            c.spec = ProcSpec(c.spec.name, c.spec.role, tuple(argv), c.spec.restart)
+            c.spec = replace(c.spec, config=replace(c.spec.config, bundle=str(target)))
             self._stop_child(c)
             c.loaded, c.beating, c.done = False, False, False
         ui = self.children.get("ui")
-        if ui is not None and "--bundle" in ui.spec.argv[:-1]:  # a restarted page shows it too
-            argv = list(ui.spec.argv)
-            argv[argv.index("--bundle") + 1] = str(target)
-            ui.spec = ProcSpec(ui.spec.name, ui.spec.role, tuple(argv), ui.spec.restart)
+        if ui is not None and ui.spec.config is not None:  # a restarted page shows it too
+            ui.spec = replace(ui.spec, config=replace(ui.spec.config, bundle=str(target)))
         log.info("bundle switched to %s; worker restarting", target)
         if self.stats is not None:
             self.stats.events.append({"t": round(time.time() - self.stats.t0, 3),
@@ -386,3 +388,4 @@ class Supervisor:
                 log.warning("pid %d did not stop; killing it", p.pid)
                 p.kill()
                 p.wait(2.0)
+        shutil.rmtree(self.config_dir, ignore_errors=True)

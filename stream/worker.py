@@ -62,12 +62,14 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import replace
 
 import zmq
 
 import engines
+from stream.config import ConfigError, WorkerConfig
 from stream.messages import FrameMeta, MetaError, SourceState
-from stream.options import add_worker_arguments, resolve_bundle
+from stream.options import add_config_argument, add_flags, process_config, resolve_bundle
 from stream.procutil import (
     Heartbeat,
     control_socket,
@@ -77,7 +79,7 @@ from stream.procutil import (
     sub_socket,
 )
 from stream.wire import Kind, Message, WireError, decode
-from stream.workercore import Worker, WorkerConfig
+from stream.workercore import Worker
 
 __all__ = ["Worker", "WorkerConfig", "run_worker"]
 
@@ -201,29 +203,23 @@ def _control(sock: zmq.Socket, worker: Worker) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frames", required=True, action="append",
-                   help="frames address to subscribe to (repeat for several sources)")
-    p.add_argument("--results", required=True, help="address to publish results on")
-    p.add_argument("--control", default=None, help="address to bind for CONTROL (reset)")
-    p.add_argument("--status", default=None, help="supervisor heartbeat address")
-    p.add_argument("--restarted", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--standby", action="store_true",
-                   help="load the model, then wait for SIGUSR1 before serving (hot spare)")
-    add_worker_arguments(p)
+    """``--config FILE`` (its ``[worker]`` section) and one flag per field of
+    :class:`stream.config.WorkerConfig`."""
+    add_config_argument(p)
+    add_flags(p, WorkerConfig)
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = process_config(WorkerConfig, args)
+    except ConfigError as exc:
+        log.error("worker: %s", exc)
+        return 2
+    cfg = replace(cfg, bundle=resolve_bundle(cfg.bundle))
     stop, done = install_stop_handler(), threading.Event()
     exit_if_stuck(stop, done, 10.0, "worker")
-    cfg = WorkerConfig(frames_addrs=tuple(args.frames), results_addr=args.results,
-                       bundle=resolve_bundle(args.bundle), backend=args.backend,
-                       threads=args.threads, control_addr=args.control,
-                       status_addr=args.status, seg=args.seg, seg_hz=args.seg_hz,
-                       mc_samples=args.mc_samples, restarted=args.restarted,
-                       frame_model=args.frame_model, max_streams=args.max_streams,
-                       stream_idle_s=args.stream_idle_s)
     go = None
-    if args.standby:
+    if cfg.standby:
         go = threading.Event()
         signal.signal(signal.SIGUSR1, lambda *_: go.set())
     try:
@@ -232,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
         log.error("worker: %s", exc)
         return 2
     except zmq.ZMQError as exc:
-        log.error("worker: cannot use address %s / %s (%s)", args.results, args.control, exc)
+        log.error("worker: cannot use address %s / %s (%s)", cfg.results_addr,
+                  cfg.control_addr, exc)
         return 2
     finally:
         done.set()

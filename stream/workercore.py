@@ -9,7 +9,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -18,6 +17,7 @@ import engines
 from engines.findings import RunningFindings, check_findings, findings_dict, resolve_names
 from engines.preprocess import preprocess_frame, to_grey
 from engines.uninorm import RunningUninorm
+from stream.config import WorkerConfig  # the worker's options: one definition, there
 from stream.messages import FrameMeta, SourceState
 from stream.procutil import RateLimitedLog
 from stream.results import (
@@ -30,7 +30,7 @@ from stream.results import (
     video_meta,
 )
 from stream.seglane import SegLane
-from stream.streamtable import DEFAULT_IDLE_S, DEFAULT_MAX_STREAMS, StreamState, StreamTable
+from stream.streamtable import StreamState, StreamTable
 from stream.wire import Kind, Message, encode
 
 log = logging.getLogger("stream.worker")  # one logger name for the worker process's lines
@@ -46,46 +46,6 @@ DROPS = ("garbage", "bad_meta", "bad_frame", "errors", "control", "reset_refused
 """Kinds of dropped messages counted in the heartbeat's ``dropped`` (plus evicted / expired)."""
 OTHER_COMMANDS = ("pause", "resume", "start", "stop", "source", "loop", "record", "bundle")
 """CONTROL commands meant for capture or the supervisor (the worker ignores them)."""
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """Worker settings.
-
-    Attributes:
-        frames_addrs: one address per source to SUB from (CONFLATE: newest frame wins).
-        results_addr: address the results PUB binds.
-        bundle: model bundle folder.
-        backend: "auto", "onnxruntime" or "tensorrt".
-        threads: intra-op threads of the frame model (None: all cores, or all but one when
-            a segmentation lane runs on the CPU; the lane itself uses one thread).
-        control_addr: address to bind a SUB socket for CONTROL ({"cmd": "reset"}), or None.
-        status_addr: supervisor heartbeat address, or None.
-        seg: "auto" (inline on GPU, lane on CPU), "lane", "inline" or "off".
-        seg_hz: highest segmentation rate of the lane.
-        mc_samples: MC-dropout passes for the uncertainty map (0 = none).
-        display_max: long side of the display frame sent with each result.
-        restarted: this worker replaces one that died: video scores are marked restarted.
-        frame_model: "auto" (the bundle's CPU default), "fp32" or "int8" (ONNX Runtime).
-        max_streams: most streams whose state is held (least recently seen evicted first).
-        stream_idle_s: a stream silent for this long is forgotten.
-    """
-
-    frames_addrs: tuple[str, ...]
-    results_addr: str
-    bundle: str
-    backend: str = "auto"
-    threads: int | None = None
-    control_addr: str | None = None
-    status_addr: str | None = None
-    seg: str = "auto"
-    seg_hz: float = 2.0
-    mc_samples: int = 0
-    display_max: int = 640
-    restarted: bool = False
-    frame_model: str = "auto"
-    max_streams: int = DEFAULT_MAX_STREAMS
-    stream_idle_s: float = DEFAULT_IDLE_S
 
 
 class Worker:

@@ -1,4 +1,5 @@
-"""The runtime must import without torch: a bedside install has no [train] extra."""
+"""The runtime must import without torch or ray: a bedside install has no [train] or [serve]
+extra (the ray backend and ``pleura serve`` import ray only when used)."""
 
 import subprocess
 import sys
@@ -11,7 +12,7 @@ def test_runtime_imports_without_torch():
         "    pkg = importlib.import_module(top)\n"
         "    for m in pkgutil.walk_packages(pkg.__path__, top + '.'):\n"
         "        importlib.import_module(m.name)\n"
-        "heavy = ('torch', 'torchvision', 'train')\n"
+        "heavy = ('torch', 'torchvision', 'train', 'ray')\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
         "assert not bad, bad\n"
         "print('ok')\n"
@@ -21,7 +22,7 @@ def test_runtime_imports_without_torch():
         "import sys\n"
         "class _Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
+        "        if name.split('.')[0] in ('torch', 'torchvision', 'ray'):\n"
         "            raise ImportError('runtime imported ' + name)\n"
         "sys.meta_path.insert(0, _Block())\n"
     )

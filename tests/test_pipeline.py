@@ -170,7 +170,7 @@ def test_live_results_equal_offline_scoring(env, tmp_path):
 
 def _children(pid: int) -> dict[str, list[psutil.Process]]:
     """Live children of the supervisor by role: capture, worker (a promoted standby keeps its
-    ``--standby`` flag), standby."""
+    config file, ``worker-standby.json``), standby."""
     out: dict[str, list[psutil.Process]] = {"capture": [], "worker": [], "standby": []}
     for c in psutil.Process(pid).children(recursive=True):
         try:
@@ -180,7 +180,7 @@ def _children(pid: int) -> dict[str, list[psutil.Process]]:
         if " capture " in cmd:
             out["capture"].append(c)
         elif " worker " in cmd:
-            out["standby" if "--standby" in cmd else "worker"].append(c)
+            out["standby" if "worker-standby" in cmd else "worker"].append(c)
     return out
 
 

@@ -2,36 +2,56 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from dataclasses import replace
 
 import zmq
 
-from stream.pipeline import LiveConfig, Plan, ProcSpec, compose
+from stream.config import CaptureConfig, LiveSettings, PleuraConfig, WorkerConfig, WorkerSettings
+from stream.pipeline import Plan, ProcSpec, compose
 from stream.supervisor import Supervisor
 from stream.wire import Kind, Message, decode, encode
 
+SLEEP = (sys.executable, "-c", "import time; time.sleep(60)")
 
-def _sleeper(name: str, role: str) -> ProcSpec:
-    return ProcSpec(name, role, (sys.executable, "-c", "import time; time.sleep(60)",
-                                 "--source", "a.mp4"))
+
+def _sleeper(name: str, role: str, addr: str) -> ProcSpec:
+    return ProcSpec(name, role, SLEEP, config=CaptureConfig(source="a.mp4", frames_addr=addr))
+
+
+def _config(proc) -> dict:
+    """The config a child was started with: the JSON file after its ``--config``."""
+    args = list(proc.args)
+    return json.loads(open(args[args.index("--config") + 1]).read())
+
+
+def _live(sources, bundle="B", **live) -> PleuraConfig:
+    return PleuraConfig(live=LiveSettings(sources=sources, **live),
+                        worker=WorkerSettings(bundle=bundle))
 
 
 def test_compose_wires_every_stage(tmp_path):
-    cfg = LiveConfig(sources=("a.mp4", "v4l2:///dev/video0"), bundle="B", record="R",
-                     headless=False)
+    cfg = _live(("a.mp4", "v4l2:///dev/video0"), record="R", headless=False)
     plan = compose(cfg, tmp_path)
     names = [p.name for p in plan.procs]
     assert names == ["capture-0", "capture-1", "worker", "worker-standby", "recorder", "ui"]
-    worker = dict(zip(names, plan.procs, strict=True))["worker"].argv
-    assert worker.count("--frames") == 2 and all(f in worker for f in plan.frames)
-    ui = dict(zip(names, plan.procs, strict=True))["ui"].argv
-    assert plan.results in ui and plan.ui_control in ui
+    procs = dict(zip(names, plan.procs, strict=True))
+    assert [procs[f"capture-{i}"].config.source for i in (0, 1)] == list(cfg.live.sources)
+    assert [procs[f"capture-{i}"].config.frames_addr for i in (0, 1)] == list(plan.frames)
+    worker = procs["worker"].config
+    assert worker.frames_addrs == plan.frames and worker.bundle == "B"
+    assert worker.results_addr == plan.results and worker.control_addr == plan.worker_control
+    assert procs["worker-standby"].config == replace(worker, standby=True, restarted=True)
+    ui = procs["ui"].config
+    assert ui.results_addr == plan.results and ui.control_addrs == (plan.ui_control,)
+    assert all("--bundle" not in p.argv for p in plan.procs)  # settings never travel as argv
     addrs = [*plan.frames, plan.results, plan.worker_control, *plan.capture_controls,
              plan.ui_control, plan.status]
     assert len(set(addrs)) == len(addrs)
-    tcp = compose(LiveConfig(sources=("a",), bundle="B", transport="tcp", headless=True),
-                  tmp_path)
+    assert {row[0] for row in plan.wiring()} == set(addrs)
+    tcp = compose(_live(("a",), transport="tcp", headless=True), tmp_path)
     assert tcp.results.startswith("tcp://127.0.0.1:") and "ui" not in [p.name for p in tcp.procs]
 
 
@@ -39,7 +59,7 @@ def test_control_routing_and_restart(tmp_path):
     a = {k: f"ipc://{tmp_path}/{k}.sock" for k in ("f", "r", "w", "c", "u", "s")}
     plan = Plan(frames=(a["f"],), results=a["r"], worker_control=a["w"],
                 capture_controls=(a["c"],), ui_control=a["u"], status=a["s"],
-                procs=(_sleeper("capture-0", "capture"),))
+                procs=(_sleeper("capture-0", "capture", a["f"]),))
     sup = Supervisor(plan, headless=False)
     sup.worker_ready = True
     ctx = zmq.Context.instance()
@@ -66,8 +86,8 @@ def test_control_routing_and_restart(tmp_path):
         assert first.poll() is not None
         sup._watch(time.time())
         assert cap.proc is not None and cap.proc is not first
-        argv = cap.proc.args
-        assert argv[argv.index("--source") + 1] == "b.mp4" and argv[-1] == "--loop"
+        started = _config(cap.proc)["capture"]
+        assert started["source"] == "b.mp4" and started["loop"] is True
         # "record" starts and stops a recorder process on the pipeline's addresses
         out = tmp_path / "rec"
         sup._route_control(encode(Message(Kind.CONTROL, meta={"cmd": "record", "on": True,
@@ -105,8 +125,8 @@ def test_bundle_command_restarts_the_worker_on_an_allowed_bundle(tmp_path):
     a = {k: f"ipc://{tmp_path}/{k}.sock" for k in ("f", "r", "w", "c", "u", "s")}
 
     def worker(name: str, role: str) -> ProcSpec:
-        return ProcSpec(name, role, (sys.executable, "-c", "import time; time.sleep(60)",
-                                     "--bundle", str(default_bundle_path())))
+        return ProcSpec(name, role, SLEEP, config=WorkerConfig(
+            frames_addrs=(a["f"],), results_addr=a["r"], bundle=str(default_bundle_path())))
 
     plan = Plan(frames=(a["f"],), results=a["r"], worker_control=a["w"],
                 capture_controls=(a["c"],), ui_control=a["u"], status=a["s"],
@@ -128,16 +148,16 @@ def test_bundle_command_restarts_the_worker_on_an_allowed_bundle(tmp_path):
         assert all(p.poll() is not None for p in first.values())  # stopped
         sup._watch(time.time())
         for c in sup.children.values():
-            argv = list(c.proc.args)
+            started = _config(c.proc)["worker"]
             assert c.proc is not first[c.spec.name]
-            assert argv[argv.index("--bundle") + 1] == str(other.resolve())
-            assert "--restarted" not in argv  # a chosen switch, not a crash
+            assert started["bundle"] == str(other.resolve())
+            assert not started["restarted"]  # a chosen switch, not a crash
         # and back to the bundle the pipeline started with
         sup._route_control(encode(Message(Kind.CONTROL, meta={"cmd": "bundle", "path": str(
             default_bundle_path())})), fwd)
         sup._watch(time.time())
-        argv = list(sup.children["worker"].proc.args)
-        assert argv[argv.index("--bundle") + 1] == str(default_bundle_path().resolve())
+        started = _config(sup.children["worker"].proc)["worker"]
+        assert started["bundle"] == str(default_bundle_path().resolve())
     finally:
         sup.shutdown(grace_s=1.0)
         fwd.close(0)

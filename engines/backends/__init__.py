@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 BACKENDS: dict[str, tuple[str, str]] = {
     "onnxruntime": ("engines.backends.onnxruntime", "OrtEngine"),
     "tensorrt": ("engines.backends.tensorrt", "TrtEngine"),
+    "ray": ("engines.backends.ray", "RayEngine"),
 }
-"""name -> (module, class). ``auto`` picks one of these (see :func:`choose_backend`)."""
+"""name -> (module, class). ``auto`` picks onnxruntime or tensorrt (see :func:`choose_backend`);
+``ray`` sends batches to a ``pleura serve`` application (the ``[serve]`` extra)."""
 
 
 def backend_class(name: str) -> Any:
@@ -103,10 +105,11 @@ def create_engine(bundle_or_path: Bundle | str | Path | None = None, backend: st
 
     Args:
         bundle_or_path: a :class:`Bundle`, a bundle folder, or None for the default bundle.
-        backend: ``auto``, ``onnxruntime`` or ``tensorrt``.
+        backend: ``auto``, ``onnxruntime``, ``tensorrt`` or ``ray``.
         threads: CPU intra-op threads for ONNX Runtime (None: all cores).
         **options: backend options (onnxruntime: ``device``, ``frame_model``; tensorrt:
-            ``fp16``, ``max_batch``, ``plan_dir``, ``build``).
+            ``fp16``, ``max_batch``, ``plan_dir``, ``build``; ray: ``address``, ``fallback``,
+            ``retry_s``, ...: :class:`engines.backends.ray.RayEngine`).
 
     Raises:
         ValueError: unknown backend (lists the valid ones).
@@ -118,7 +121,7 @@ def create_engine(bundle_or_path: Bundle | str | Path | None = None, backend: st
     name = backend.lower()
     if name != "auto":
         cls = backend_class(name)
-        if name == "onnxruntime":
+        if name in ("onnxruntime", "ray"):  # ray: threads of its local fallback engine
             return cls(bundle, threads=threads, **options)
         return cls(bundle, **options)
     choice = probe()
