@@ -15,7 +15,7 @@ UNIT_SQUARE = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
 """Corners of the output sampling grid in normalised coordinates: TL, TR, BR, BL."""
 
 UNCERTAINTY_FULL_SCALE = 0.5
-"""Std that maps to 255 in :func:`uncertainty_u8` (the wire's ``unc_png_b64``)."""
+"""Std that maps to 255 in :func:`uncertainty_u8` (the RESULT's ``unc`` array)."""
 
 
 def theta_corners(theta: np.ndarray, in_hw: tuple[int, int]) -> np.ndarray:

@@ -29,7 +29,7 @@ import zmq
 
 from engines.preprocess import to_grey
 from stream.config import CaptureConfig, ConfigError
-from stream.messages import MAX_DETAIL_CHARS, MAX_SOURCE_CHARS
+from stream.messages import MAX_SOURCE_CHARS, FrameMeta, SourceState
 from stream.options import add_config_argument, add_flags, process_config, source_options
 from stream.procutil import (
     Heartbeat,
@@ -75,9 +75,8 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
 
     def send_state(detail: str = "", as_state: str | None = None) -> None:
         said = as_state or state
-        meta = {"source": cfg.source, "state": said, "detail": detail[:MAX_DETAIL_CHARS],
-                "session": session}
-        m = Message(Kind.HEARTBEAT, cfg.stream_id, seq, meta=meta)
+        meta = SourceState(state=said, source=cfg.source, detail=detail, session=session)
+        m = Message(Kind.HEARTBEAT, cfg.stream_id, seq, meta=meta.to_json())
         with contextlib.suppress(zmq.Again):
             pub.send(encode(m), zmq.NOBLOCK)
         hb.beat(force=True, sent=sent, state=said, stream_id=cfg.stream_id, session=session)
@@ -117,12 +116,12 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
                 if roi is None and roi_mode == "auto" and ev.index < ROI_WAIT_FRAMES:
                     continue  # the scan region is not found yet: never score the whole screen
                 if roi is not None:
-                    img = np.ascontiguousarray(roi.crop(img))
-                meta = {"source": cfg.source, "index": ev.index, "pts_s": ev.pts_s,
-                        "epoch": epoch, "session": session, "state": state,
-                        "full_hw": full_hw, "roi": roi.as_list() if roi else None,
-                        "sent": sent}
-                m = Message(Kind.FRAME, cfg.stream_id, seq, meta=meta, array=img)
+                    img = roi.crop(img)  # a view: encode() copies it once, into the message
+                meta = FrameMeta(source=cfg.source, index=ev.index, pts_s=ev.pts_s, epoch=epoch,
+                                 session=session, state=state, sent=sent,
+                                 full_hw=tuple(full_hw),
+                                 roi=tuple(roi.as_list()) if roi else None)
+                m = Message(Kind.FRAME, cfg.stream_id, seq, meta=meta.to_json(), array=img)
                 m.stamp("grabbed", grabbed)
                 m.stamp("sent", time.time())
                 pub.send(encode(m), zmq.NOBLOCK, copy=False)

@@ -297,12 +297,11 @@ class Topology(Options):
 
     def wiring(self) -> list[tuple[str, str, str]]:
         """(address, bound by, connected by) for every address, for logs and docs."""
-        n = len(self.frames)
         rows = [(a, f"capture-{i}", "worker, recorder") for i, a in enumerate(self.frames)]
         rows += [(self.results or "", "worker", "ui, supervisor, recorder"),
                  (self.worker_control or "", "worker", "supervisor (fan-out)")]
         rows += [(a, f"capture-{i}", "supervisor (fan-out)")
-                 for i, a in enumerate(self.capture_controls[:n])]
+                 for i, a in enumerate(self.capture_controls)]
         rows += [(self.ui_control or "", "supervisor", "ui"),
                  (self.status or "", "supervisor", "every process")]
         return rows

@@ -11,6 +11,7 @@ import time
 
 import zmq
 
+from stream.messages import ProcessBeat
 from stream.wire import Kind, Message, WireError, encode
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,9 @@ class Heartbeat:
         if self.sock is None or (not force and now - self._last < self.every_s):
             return
         self._last = now
-        meta = {"role": self.role, "pid": os.getpid(), "t": now, **fields}
-        with contextlib.suppress(zmq.Again, WireError):
-            self.sock.send(encode(Message(Kind.HEARTBEAT, meta=meta)), zmq.NOBLOCK)
+        with contextlib.suppress(zmq.Again, WireError):  # MetaError is a WireError
+            beat = ProcessBeat(self.role, os.getpid(), now, fields)
+            self.sock.send(encode(Message(Kind.HEARTBEAT, meta=beat.to_json())), zmq.NOBLOCK)
 
     def close(self) -> None:
         if self.sock is not None:

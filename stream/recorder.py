@@ -7,7 +7,11 @@ Layout::
                                       the worker scored), lossless PNG, written atomically
       frames-<stream>.jsonl           one line per frame: seq, index, pts_s, source, epoch, roi,
                                       stamps, file
-      results.jsonl                   one line per RESULT (its JSON, stamps added)
+      results.jsonl                   one line per RESULT (its JSON,
+                                      :class:`stream.messages.Result`, stamps added, and
+                                      ``mask_file`` / ``unc_file`` when it carries masks)
+      masks-<stream>/<mask_seq:09d>.png       each distinct segmentation label map (0 = BG,
+      masks-<stream>/<mask_seq:09d>-unc.png   s + 1 = score s) and uncertainty map, lossless
 
 Crash safety: each PNG is written to a temporary name and renamed, so a file that exists is
 complete; the JSONL files are flushed (and fsync'ed) at least once a second, so a ``kill -9``
@@ -29,8 +33,9 @@ from typing import IO
 import cv2
 import zmq
 
-from stream.procutil import Heartbeat, install_stop_handler, sub_socket
-from stream.wire import STAGES, Kind, Message, WireError, decode
+from stream.messages import Result
+from stream.procutil import Heartbeat, RateLimitedLog, install_stop_handler, sub_socket
+from stream.wire import STAGES, Kind, Message, WireError, WireVersionError, decode
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +66,7 @@ class Recorder:
         folder.mkdir(exist_ok=True)
         name = f"{msg.seq:09d}.png"
         img = msg.array if msg.array.ndim == 2 else cv2.cvtColor(msg.array, cv2.COLOR_RGB2BGR)
-        tmp = folder / f".{name}.tmp.png"
-        if not cv2.imwrite(str(tmp), img, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-            raise OSError(f"cannot write {tmp}")
-        os.replace(tmp, folder / name)
+        _write_png(folder / name, img)
         m = msg.meta
         line = {"seq": msg.seq, "index": m.get("index"), "pts_s": m.get("pts_s"),
                 "source": m.get("source"), "epoch": m.get("epoch"), "roi": m.get("roi"),
@@ -74,9 +76,23 @@ class Recorder:
         self.frames += 1
 
     def result(self, msg: Message) -> None:
-        """Store one RESULT message's JSON (the display image is not stored)."""
-        line = dict(msg.meta)
+        """Store one RESULT message's JSON and each new mask (the display image is not stored).
+
+        Raises:
+            stream.messages.MetaError: not a valid RESULT (nothing is written).
+        """
+        line = Result.from_message(msg).to_json()
         line["stamps"] = dict(zip(STAGES, msg.stamps.tolist(), strict=True))
+        seq = line["mask_seq"]
+        for key, suffix in (("mask", ""), ("unc", "-unc")):
+            a = msg.arrays.get(key)
+            if a is None or seq is None:
+                continue
+            rel = f"masks-{msg.stream_id}/{seq:09d}{suffix}.png"
+            if not (self.out / rel).exists():  # a mask is re-sent until the next one is done
+                (self.out / rel).parent.mkdir(exist_ok=True)
+                _write_png(self.out / rel, a)
+            line[f"{key}_file"] = rel
         self._jsonl("results.jsonl").write(json.dumps(line) + "\n")
         self.results += 1
 
@@ -95,6 +111,14 @@ class Recorder:
         self._files.clear()
 
 
+def _write_png(path: Path, img) -> None:
+    """Lossless PNG, written to a temporary name and renamed (a file that exists is whole)."""
+    tmp = path.parent / f".{path.name}.tmp.png"
+    if not cv2.imwrite(str(tmp), img, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+        raise OSError(f"cannot write {tmp}")
+    os.replace(tmp, path)
+
+
 def run_recorder(out: str, frames: list[str], results: str | None, status: str | None,
                  stop) -> int:
     rec = Recorder(out)
@@ -106,6 +130,7 @@ def run_recorder(out: str, frames: list[str], results: str | None, status: str |
     for s in subs + ([res] if res is not None else []):
         poller.register(s, zmq.POLLIN)
     log.info("recording to %s", out)
+    refused = RateLimitedLog(log, every_s=60.0, burst=1)
     try:
         while not stop.is_set():
             for sock, _ in poller.poll(100):
@@ -114,13 +139,19 @@ def run_recorder(out: str, frames: list[str], results: str | None, status: str |
                         msg = decode(sock.recv(zmq.NOBLOCK))
                     except zmq.Again:
                         break
+                    except WireVersionError as exc:
+                        refused.log(logging.ERROR, "recorder: message refused: %s", exc)
+                        continue
                     except WireError as exc:
                         log.warning("recorder: bad message dropped: %s", exc)
                         continue
-                    if msg.kind == Kind.FRAME:
-                        rec.frame(msg)
-                    elif msg.kind == Kind.RESULT:
-                        rec.result(msg)
+                    try:
+                        if msg.kind == Kind.FRAME:
+                            rec.frame(msg)
+                        elif msg.kind == Kind.RESULT:
+                            rec.result(msg)
+                    except WireError as exc:  # a RESULT that is not a stream.messages.Result
+                        log.warning("recorder: bad %s dropped: %s", msg.kind.name, exc)
             rec.tick()
             hb.beat(frames=rec.frames, results=rec.results)
     finally:

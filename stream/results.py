@@ -6,8 +6,6 @@ its long side; boxes and masks are given in its pixel coordinates, so the UI onl
 
 from __future__ import annotations
 
-import base64
-
 import cv2
 import numpy as np
 
@@ -98,17 +96,11 @@ def video_meta(agg: RunningUninorm, frame_counts: list[int], restarted: bool) ->
             "frame_share": [c / n if n else 0.0 for c in frame_counts], "findings": None}
 
 
-def png_b64(image: np.ndarray) -> str:
-    """(H, W) uint8 -> base64 PNG text (lossless)."""
-    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise ValueError(f"PNG encoding failed for an image of shape {image.shape}")
-    return base64.b64encode(buf.tobytes()).decode("ascii")
-
-
-def mask_payload(probs: np.ndarray, std: np.ndarray | None, lb: Letterbox,
-                 display_hw: tuple[int, int]) -> dict[str, str | None]:
-    """One frame's segmentation -> the RESULT ``mask`` field.
+def mask_arrays(probs: np.ndarray, std: np.ndarray | None, lb: Letterbox,
+                display_hw: tuple[int, int]) -> dict[str, np.ndarray]:
+    """One frame's segmentation -> the RESULT's ``mask`` / ``unc`` arrays
+    (:class:`stream.messages.Result`; they travel as raw arrays in the same wire message, not
+    as images inside the JSON).
 
     Args:
         probs: (5, H, W) softmax in the seg model's input space.
@@ -117,17 +109,16 @@ def mask_payload(probs: np.ndarray, std: np.ndarray | None, lb: Letterbox,
         display_hw: (h, w) of the display frame.
 
     Returns:
-        {"png_b64": label map 0..4 (0 = BG, s + 1 = score s), "unc_png_b64": uint8 std map or
-        None}, both display-frame sized.
+        {"mask": (h, w) uint8 label map 0..4 (0 = BG, s + 1 = score s)[, "unc": (h, w) uint8
+        std map]}, display-frame sized (nearest-neighbour resp. bilinear).
     """
     h, w = display_hw
     labels = lb.unletterbox(label_map(probs))
-    labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
-    unc = None
+    out = {"mask": cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)}
     if std is not None:
         u = lb.unletterbox(uncertainty_u8(std), interpolation=cv2.INTER_LINEAR)
-        unc = png_b64(cv2.resize(u, (w, h), interpolation=cv2.INTER_LINEAR))
-    return {"png_b64": png_b64(labels), "unc_png_b64": unc}
+        out["unc"] = cv2.resize(u, (w, h), interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def timing_ms(stamps: np.ndarray) -> dict[str, float]:

@@ -19,17 +19,18 @@ import numpy as np
 from engines.base import Engine
 from engines.preprocess import PreprocessSpec, preprocess_frame
 from stream.procutil import RateLimitedLog
-from stream.results import mask_payload
+from stream.results import mask_arrays
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SegResult:
-    """A finished mask: the frame ``seq`` it was computed on, payload for RESULT, cost in ms."""
+    """A finished mask: the frame ``seq`` it was computed on, the RESULT's ``mask`` / ``unc``
+    arrays (display-frame sized, :func:`stream.results.mask_arrays`), cost in ms."""
 
     seq: int
-    payload: dict
+    arrays: dict[str, np.ndarray]
     ms: float
 
 
@@ -78,8 +79,8 @@ class SegLane:
         x, lb = preprocess_frame(grey, self.spec)
         out = self.engine.segment(x[None], mc_samples=self.mc)
         std = None if out.std is None else out.std[0]
-        payload = mask_payload(out.probs[0], std, lb, display_hw)
-        return SegResult(seq, payload, round((time.perf_counter() - t) * 1000.0, 3))
+        arrays = mask_arrays(out.probs[0], std, lb, display_hw)
+        return SegResult(seq, arrays, round((time.perf_counter() - t) * 1000.0, 3))
 
     def _loop(self) -> None:
         order: list[int] = []

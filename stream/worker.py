@@ -24,11 +24,12 @@ Findings: when the bundle's frame model has a findings head, each RESULT carries
 ({name: {"mean", "max", "fraction", "present"}}, :class:`engines.findings.RunningFindings`,
 O(F) state), restarted with the video score; both are null otherwise.
 
-Faults: a garbage message, a FRAME or HEARTBEAT whose JSON fields have the wrong type or size
-(:mod:`stream.messages`; those fields are copied into results), a bad frame, or any exception
-raised while handling one message is logged (rate-limited) and counted, and the message is
-dropped; the loop goes on. The counts travel in the worker's heartbeat (``dropped``) and end
-up in ``pleura live --stats-json``.
+Faults: a garbage message, a message of another wire version (``old_version``: logged once
+in clear words, then once a minute), a FRAME or HEARTBEAT whose JSON fields have the wrong
+type or size (:mod:`stream.messages`; those fields are copied into results), a bad frame, or
+any exception raised while handling one message is logged (rate-limited) and counted, and the
+message is dropped; the loop goes on. The counts travel in the worker's heartbeat
+(``dropped``) and end up in ``pleura live --stats-json``.
 
 Per-stream state (video score, counters, last result) lives in a bounded
 :class:`stream.streamtable.StreamTable`: streams idle for ``stream_idle_s`` are forgotten and
@@ -78,7 +79,7 @@ from stream.procutil import (
     pub_socket,
     sub_socket,
 )
-from stream.wire import Kind, Message, WireError, decode
+from stream.wire import Kind, Message, WireError, WireVersionError, decode
 from stream.workercore import Worker
 
 __all__ = ["Worker", "WorkerConfig", "run_worker"]
@@ -162,6 +163,9 @@ def _receive(sock: zmq.Socket, worker: Worker) -> tuple[Message, FrameMeta] | No
     t = time.time()
     try:
         msg = decode(raw.buffer)
+    except WireVersionError as exc:  # an older or newer capture: one clear line, counted
+        worker.drop("old_version", "frame refused: %s", exc)
+        return None
     except WireError as exc:
         worker.drop("garbage", "garbage message dropped (%d bytes): %s", len(raw.buffer), exc)
         return None

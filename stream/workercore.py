@@ -18,7 +18,7 @@ from engines.findings import RunningFindings, check_findings, findings_dict, res
 from engines.preprocess import preprocess_frame, to_grey
 from engines.uninorm import RunningUninorm
 from stream.config import WorkerConfig  # the worker's options: one definition, there
-from stream.messages import FrameMeta, SourceState
+from stream.messages import COMMANDS, FrameMeta, Result, SourceState, encode_result
 from stream.procutil import RateLimitedLog
 from stream.results import (
     crop_boxes_display,
@@ -31,7 +31,7 @@ from stream.results import (
 )
 from stream.seglane import SegLane
 from stream.streamtable import StreamState, StreamTable
-from stream.wire import Kind, Message, encode
+from stream.wire import Kind, Message
 
 log = logging.getLogger("stream.worker")  # one logger name for the worker process's lines
 
@@ -42,9 +42,9 @@ MAX_FRAME_SIDE = 8192
 """Largest frame side the worker scores (8K video is 7680 wide); larger frames are dropped."""
 STATUS_HW = (240, 320)
 """Size of the blank display frame of a status result (a source that sent no frame yet)."""
-DROPS = ("garbage", "bad_meta", "bad_frame", "errors", "control", "reset_refused")
+DROPS = ("garbage", "old_version", "bad_meta", "bad_frame", "errors", "control", "reset_refused")
 """Kinds of dropped messages counted in the heartbeat's ``dropped`` (plus evicted / expired)."""
-OTHER_COMMANDS = ("pause", "resume", "start", "stop", "source", "loop", "record", "bundle")
+OTHER_COMMANDS = tuple(c for c in COMMANDS if c != "reset")
 """CONTROL commands meant for capture or the supervisor (the worker ignores them)."""
 
 
@@ -79,6 +79,7 @@ class Worker:
                                threaded=self.seg_mode == "lane")
         self.streams: StreamTable[StreamState] = StreamTable(cfg.max_streams, cfg.stream_idle_s)
         self.faults = {k: RateLimitedLog(log) for k in DROPS}
+        self.faults["old_version"] = RateLimitedLog(log, every_s=60.0, burst=1)  # one clear line
         self.resets = RateLimitedLog(log)
         self.processed = 0
         self.skipped = 0
@@ -158,12 +159,10 @@ class Worker:
     def _status_result(self, sid: int, st: StreamState, detail: str) -> Message:
         """A RESULT for a stream without a scored frame yet: its state, no scores."""
         now = time.time()
-        meta = {"seq": st.last_seq or 0, "stream_id": sid, "source": st.source,
-                "status_only": True, "source_detail": detail, "frame_hw": None,
-                "display_hw": list(STATUS_HW), "probs": None, "score": None, "boxes": [],
-                "video": None, "findings": None, "mask": None, "skipped": st.skipped, "fps": 0.0,
-                "backend": self.backend, "bundle": self.bundle.name, "timing_ms": {},
-                "latency_ms": None, "worker_pid": os.getpid()}
+        meta = Result(seq=st.last_seq or 0, stream_id=sid, source=st.source,
+                      status_only=True, source_detail=detail, display_hw=list(STATUS_HW),
+                      skipped=st.skipped, backend=self.backend, bundle=self.bundle.name,
+                      worker_pid=os.getpid()).to_json()
         res = Message(Kind.RESULT, sid, st.last_seq or 0, meta=meta,
                       array=np.zeros(STATUS_HW, np.uint8))
         res.stamp("grabbed", now)
@@ -180,7 +179,7 @@ class Worker:
             st.last_result.meta["source_state"] = st.source_state
             st.last_result.meta["source_detail"] = st.source_detail  # why (the page says it)
             st.last_result.meta["resent"] = True  # not a new frame (stats skip it)
-            raw = self.guard("re-sending a result", encode, st.last_result)
+            raw = self.guard("re-sending a result", encode_result, st.last_result)
             if raw is not None:
                 out.append(raw)
         self.state_changed.clear()
@@ -289,22 +288,23 @@ class Worker:
                                 self.bundle.localisation_note),
             "mask_display": mask_display_meta(*self.bundle.masks_shown),
             "video": video_meta(st.agg, st.frame_counts, st.restarted),
-            "findings": None, "mask": None, "batch": n, "worker_pid": os.getpid(),
+            "findings": None, "batch": n, "worker_pid": os.getpid(),
             "capture_session": fm.session, "capture_sent": fm.sent,
         }
         if found is not None and st.findings is not None:
             st.findings.update(found)
             meta["findings"] = findings_dict(st.findings.names, found)
             meta["video"]["findings"] = st.findings.summary()
+        masks: dict[str, np.ndarray] = {}  # the RESULT's "mask" / "unc" arrays
         if self.seg is not None:
             self.seg.submit(msg.stream_id, msg.seq, grey, disp.shape[:2])
             got = self.seg.latest(msg.stream_id)
             if got is not None:
-                meta["mask"], meta["mask_seq"] = got.payload, got.seq
+                masks, meta["mask_seq"] = got.arrays, got.seq
                 if got.seq != st.mask_seq:  # count each mask's cost once
                     meta["seg_ms"], st.mask_seq = got.ms, got.seq
         res = Message(Kind.RESULT, msg.stream_id, msg.seq, stamps=msg.stamps.copy(),
-                      meta=meta, array=disp)
+                      meta=meta, array=disp, arrays=masks)
         st.processed += 1
         self.processed += 1
         now = time.time()
@@ -341,7 +341,7 @@ class Worker:
         if "seg_ms" in res.meta:
             res.meta["timing_ms"]["seg"] = res.meta.pop("seg_ms")
         res.meta["latency_ms"] = round((res.at("published") - res.at("grabbed")) * 1000.0, 3)
-        raw = encode(res)
+        raw = encode_result(res)  # checked against stream.messages.Result
         st.last_result = res
         return raw
 

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -177,6 +178,22 @@ def test_oversize_or_mistyped_meta_is_dropped_and_the_worker_lives(rig):
     assert "source too long" in rig.tail()
 
 
+def test_an_old_wire_version_is_refused_counted_and_logged_once(rig):
+    """A version-1 FRAME (an older capture): refused with one clear line, counted apart from
+    garbage, and the worker keeps scoring."""
+    v1 = struct.Struct("<4sBBBBHHQ8d4II")
+    body = b'{"source":"old"}'
+    old = v1.pack(b"PLRA", 1, 1, 1, 2, 1, 0, 9, *([0.0] * 8), 4, 4, 0, 0, len(body)) + body \
+        + bytes(16)
+    n, g = rig.dropped("old_version"), rig.dropped("garbage")
+    for _ in range(5):
+        n = rig.send_dropped(old, "old_version", n)
+    assert rig.dropped("garbage") == g
+    rig.score(1, 10)
+    assert rig.alive()
+    assert rig.tail().count("wire version 1 message refused: this build speaks version 2") == 1
+
+
 def test_fuzzed_messages_never_stop_the_worker(rig):
     """Garbage, truncated, bit-flipped, mistyped and oversize messages on the frames and control
     sockets (fixed seed, bounded): the worker stays up and still scores a valid frame."""
@@ -265,7 +282,7 @@ def test_stream_states_are_bounded_lru_and_expire(tmp_path):
             held = max(held, len(w.streams))
         assert held <= 16 and len(w.streams) == 16
         assert 5000 in w.streams  # seen with every batch: never the least recent
-        assert w.streams.peek(5000).agg.n_frames == 100
+        assert w.streams.peek(5000).running.n_frames == 100
         assert w.dropped()["evicted"] == 1001 - 16
         now[0] += 4.0
         w.expire()

@@ -164,8 +164,11 @@ def test_live_results_equal_offline_scoring(env, tmp_path):
     gaps = sum(b - a - 1 for a, b in zip(seqs, seqs[1:], strict=False))
     assert res[-1].meta["skipped"] == gaps
     # the segmentation lane delivered masks for some frames, never a future frame's
-    masked = [m for m in res if m.meta["mask"] is not None]
+    masked = [m for m in res if "mask" in m.arrays]
     assert masked and all(m.meta["mask_seq"] <= m.seq for m in masked)
+    for m in masked:  # label maps as raw arrays beside the display frame, in one message
+        assert m.arrays["mask"].shape == m.array.shape and m.arrays["mask"].max() <= 4
+        assert "mask" not in m.meta
 
 
 def _children(pid: int) -> dict[str, list[psutil.Process]]:

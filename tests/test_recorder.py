@@ -11,6 +11,7 @@ import time
 import numpy as np
 import zmq
 
+from stream.messages import Result
 from stream.recorder import Recorder
 from stream.sources import decode_file
 from stream.wire import Kind, Message, encode
@@ -23,13 +24,18 @@ def _frame(seq: int, rng) -> Message:
     return m
 
 
+def _result(seq: int, **fields) -> Message:
+    """A RESULT as the worker sends it (typed, with its (h, w) display frame)."""
+    return Result(seq=seq, stream_id=0, **fields).message(np.zeros((6, 8), np.uint8))
+
+
 def test_recorder_is_lossless_and_rescorable(tmp_path):
     rng = np.random.default_rng(0)
     rec = Recorder(tmp_path)
     frames = [_frame(i, rng) for i in range(5)]
     for m in frames:
         rec.frame(m)
-        rec.result(Message(Kind.RESULT, 0, m.seq, meta={"seq": m.seq, "score": 1}))
+        rec.result(_result(m.seq, score=1))
     rec.close()
     lines = (tmp_path / "frames-0.jsonl").read_text().splitlines()
     assert [json.loads(x)["seq"] for x in lines] == [0, 1, 2, 3, 4]
@@ -61,7 +67,7 @@ def test_kill_9_loses_at_most_the_last_second(tmp_path):
         sent_before = []
         for seq in range(1, 61):  # 2 s at 30 fps
             pub.send(encode(_frame(seq, rng)))
-            res.send(encode(Message(Kind.RESULT, 0, seq, meta={"seq": seq})))
+            res.send(encode(_result(seq)))
             sent_before.append((seq, time.time()))
             time.sleep(1 / 30)
         t_kill = time.time()
@@ -82,3 +88,21 @@ def test_kill_9_loses_at_most_the_last_second(tmp_path):
         assert (out / x["file"]).stat().st_size > 0
     results = (out / "results.jsonl").read_text().splitlines()
     assert {json.loads(x)["seq"] for x in results if x.endswith("}")} >= set(old)
+
+
+def test_recorder_writes_each_mask_once_as_lossless_png(tmp_path):
+    import cv2
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 5, (6, 8), dtype=np.uint8)
+    unc = rng.integers(0, 255, (6, 8), dtype=np.uint8)
+    rec = Recorder(tmp_path)
+    for seq in (3, 4):  # the lane's mask of frame 3 rides on results 3 and 4
+        rec.result(Result(seq=seq, stream_id=0, mask_seq=3).message(
+            np.zeros((6, 8), np.uint8), mask=labels, unc=unc))
+    rec.close()
+    lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [x["mask_file"] for x in lines] == ["masks-0/000000003.png"] * 2
+    back = cv2.imread(str(tmp_path / lines[0]["mask_file"]), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(back, labels)
+    back = cv2.imread(str(tmp_path / lines[0]["unc_file"]), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(back, unc)

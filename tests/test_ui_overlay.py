@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-
 import cv2
 import numpy as np
 import pytest
 
 from ui import overlay, timeline
-
-
-def _png_b64(a: np.ndarray) -> str:
-    ok, buf = cv2.imencode(".png", a)
-    assert ok
-    return base64.b64encode(buf.tobytes()).decode()
 
 
 def test_boxes_crop1_red_crop2_green_where_drawn():
@@ -89,19 +81,24 @@ def test_uncertainty_zero_leaves_frame_and_full_uses_alpha():
     assert np.abs(out[4, 4].astype(int) - heat.astype(int)).max() <= 1
 
 
-def test_render_result_decodes_wire_mask_and_draws_boxes():
+def test_render_result_draws_the_wire_mask_arrays_and_boxes():
     grey = np.full((60, 80), 30, np.uint8)
     labels = np.zeros((60, 80), np.uint8)
     labels[40:55, 5:20] = 1  # score 0
     result = {"boxes": [[[30, 5], [70, 5], [70, 35], [30, 35]],
                         [[2, 2], [20, 2], [20, 20], [2, 20]]],
-              "mask": {"png_b64": _png_b64(labels), "unc_png_b64": None},
               "score": 1, "probs": [0.1, 0.6, 0.2, 0.1],
               "video": {"score": 1, "probs": [0.2, 0.5, 0.2, 0.1]}}
-    off = overlay.render_result(grey, result, show_mask=False, show_text=False)
-    on = overlay.render_result(grey, result, show_mask=True, show_text=False, mask_alpha=0.5)
+    off = overlay.render_result(grey, result, show_mask=False, show_text=False, mask=labels)
+    on = overlay.render_result(grey, result, show_mask=True, show_text=False, mask_alpha=0.5,
+                               mask=labels)
     assert tuple(off[47, 12]) == (30, 30, 30)
     assert tuple(on[47, 12]) != (30, 30, 30)
+    unc = np.zeros((60, 80), np.uint8)
+    unc[:10, :10] = 255
+    u = overlay.render_result(grey, result, show_mask=False, show_uncertainty=True,
+                              show_text=False, show_boxes=False, unc=unc)
+    assert tuple(u[5, 5]) != (30, 30, 30) and tuple(u[50, 70]) == (30, 30, 30)
     assert tuple(on[35, 50]) == overlay.CROP1_RGB
     assert tuple(on[10, 20]) == overlay.CROP2_RGB
     text = overlay.render_result(grey, result, show_mask=False, show_text=True)
@@ -110,9 +107,11 @@ def test_render_result_decodes_wire_mask_and_draws_boxes():
 
 def test_render_result_tolerates_missing_and_bad_fields():
     grey = np.zeros((30, 30), np.uint8)
-    bad = {"mask": {"png_b64": "not base64 png"}, "boxes": None, "score": 9, "probs": None}
-    out = overlay.render_result(grey, bad)
-    assert out.shape == (30, 30, 3)
+    bad = {"boxes": None, "score": 9, "probs": None}
+    for mask in (None, np.zeros((0, 0), np.uint8), np.zeros((30, 30), np.float32),
+                 np.zeros((3, 30, 30), np.uint8)):  # absent or not a label map: not drawn
+        out = overlay.render_result(grey, bad, mask=mask, unc=mask, show_uncertainty=True)
+        assert out.shape == (30, 30, 3)
 
 
 def test_timeline_plots_dots_and_line():

@@ -6,7 +6,6 @@ end to end by tests/test_ui_browser.py); everything else is the real code path.
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import time
@@ -31,7 +30,6 @@ def _result(seq: int, score: int = 1, n_frames: int | None = None, source: str =
     probs[score] = 0.7
     labels = np.zeros(shape, np.uint8)
     labels[35:46, 8:24] = score + 1  # clear of the boxes and the score text
-    png = base64.b64encode(cv2.imencode(".png", labels)[1].tobytes()).decode()
     meta = {"seq": seq, "stream_id": 0, "source": source, "frame_hw": list(shape),
             "probs": probs, "score": score,
             "boxes": [[[5, 5], [30, 5], [30, 30], [5, 30]], [[30, 10], [60, 10], [60, 40],
@@ -39,11 +37,11 @@ def _result(seq: int, score: int = 1, n_frames: int | None = None, source: str =
             "video": {"probs": probs, "score": score,
                       "n_frames": seq + 1 if n_frames is None else n_frames,
                       "restarted": False},
-            "mask": {"png_b64": png, "unc_png_b64": None}, "timing_ms": {"infer": 1.0},
+            "mask_seq": seq, "timing_ms": {"infer": 1.0},
             "latency_ms": 3.0, "skipped": 0, "fps": 30.0, "backend": "onnxruntime",
             "bundle": "dummy", "source_state": "playing"}
     m = wire.Message(kind=wire.Kind.RESULT, seq=seq, meta=meta,
-                     array=np.full(shape, seq % 256, np.uint8))
+                     array=np.full(shape, seq % 256, np.uint8), arrays={"mask": labels})
     m.stamp("grabbed", time.time() - 0.01)
     return m
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-
-import cv2
 import numpy as np
 import pytest
 
 from engines.preprocess import FRAME_SPEC, SEG_SPEC, letterbox
-from stream.results import crop_boxes_display, display_frame, mask_payload, png_b64, timing_ms
+from stream.results import crop_boxes_display, display_frame, mask_arrays, timing_ms
 
 
 def test_display_frame_limits_long_side():
@@ -43,29 +40,24 @@ def test_identity_theta_box_is_the_whole_source_frame(hw):
     assert hb[:, 0].max() - hb[:, 0].min() == pytest.approx(w_extent / 2, abs=0.6)
 
 
-def _png(text: str) -> np.ndarray:
-    return cv2.imdecode(np.frombuffer(base64.b64decode(text), np.uint8), cv2.IMREAD_UNCHANGED)
-
-
-def test_mask_payload_is_display_sized_label_map():
+def test_mask_arrays_are_display_sized_label_and_uncertainty_maps():
     src = np.zeros((120, 90), np.uint8)
     _, lb = letterbox(src, (SEG_SPEC.height, SEG_SPEC.width))
     probs = np.zeros((5, SEG_SPEC.height, SEG_SPEC.width), np.float32)
     probs[0] = 0.5
     probs[3, :100] = 0.9  # top half of the model input: score 2 (label 3)
     std = np.full((SEG_SPEC.height, SEG_SPEC.width), 0.25, np.float32)
-    out = mask_payload(probs, std, lb, (60, 45))
-    labels, unc = _png(out["png_b64"]), _png(out["unc_png_b64"])
+    out = mask_arrays(probs, std, lb, (60, 45))
+    labels, unc = out["mask"], out["unc"]
     assert labels.shape == (60, 45) and unc.shape == (60, 45)
+    assert labels.dtype == unc.dtype == np.uint8
     assert set(np.unique(labels)) == {0, 3}
     assert labels[:25].min() == 3 and labels[35:].max() == 0
     assert np.all(np.abs(unc.astype(int) - 128) <= 1)  # 0.25 / 0.5 * 255
-    assert mask_payload(probs, None, lb, (60, 45))["unc_png_b64"] is None
+    assert "unc" not in mask_arrays(probs, None, lb, (60, 45))
 
 
-def test_png_round_trip_and_timings():
-    img = np.random.default_rng(0).integers(0, 5, (31, 17), dtype=np.uint8)
-    np.testing.assert_array_equal(_png(png_b64(img)), img)
+def test_timings():
     stamps = np.array([10.0, 10.001, 10.003, 10.004, 10.024, 10.025, 10.0251, 0.0])
     t = timing_ms(stamps)
     assert t["frame_model"] == pytest.approx(20.0) and t["transport"] == pytest.approx(2.0)

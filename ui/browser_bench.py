@@ -257,7 +257,8 @@ def gradio_transport_page(results_addr: str, port: int):
             if r is None:
                 continue
             n = r.n
-            rgb = overlay.render_result(r.frame, r.meta, show_text=False)
+            rgb = overlay.render_result(r.frame, r.meta, show_text=False, mask=r.mask,
+                                        unc=r.unc)
             yield rgb, json.dumps({"tg": r.t_grabbed, "tr": r.t_received, "n": n})
 
     with gr.Blocks() as blocks:

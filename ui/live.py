@@ -43,7 +43,8 @@ ASSETS = Path(__file__).with_name("assets")
 META_KEYS = ("seq", "stream_id", "source", "score", "probs", "video", "findings", "latency_ms",
              "skipped", "fps", "backend", "bundle", "source_state", "source_detail",
              "status_only", "resent", "crops", "mask_display", "pts_s", "timing_ms")
-"""RESULT JSON keys copied into the ``X-Pleura-Meta`` header (the masks stay out)."""
+"""RESULT JSON keys (:class:`stream.messages.Result`) copied into the ``X-Pleura-Meta``
+header."""
 
 
 class FrameRenderer:
@@ -68,7 +69,7 @@ class FrameRenderer:
             return hit
         rgb = overlay.render_result(r.frame, r.meta, show_mask=show_mask,
                                     show_uncertainty=show_unc, show_text=show_text,
-                                    show_boxes=show_boxes)
+                                    show_boxes=show_boxes, mask=r.mask, unc=r.unc)
         data = overlay.encode_jpeg(rgb, self.quality)
         with self._lock:
             self._cache[key] = data
@@ -89,9 +90,8 @@ def result_headers(r: LiveResult, state: str = "") -> dict[str, str]:
     """``X-Pleura-*`` headers: counter, seq, grab / UI-receive times, the compact metadata and
     the page's source state (``X-Pleura-State``, :func:`state_header`)."""
     meta = finite({k: r.meta.get(k) for k in META_KEYS if k in r.meta})
-    mask = r.meta.get("mask") or {}
-    meta["has_mask"] = bool(mask.get("png_b64"))
-    meta["has_unc"] = bool(mask.get("unc_png_b64"))
+    meta["has_mask"] = r.mask is not None
+    meta["has_unc"] = r.unc is not None
     meta["finding_rows"] = overlay.finding_rows(r.meta)  # labelled for the page; [] if none
     h, w = r.frame.shape[:2]
     meta["crop_notes"] = overlay.crop_notes(r.meta.get("boxes"), w, h)

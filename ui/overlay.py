@@ -10,7 +10,6 @@ A bundle with a findings head adds the findings (B-lines, consolidation, ...) in
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 
 import cv2
@@ -289,30 +288,17 @@ def findings_caption(rows: Sequence[dict], key: str = "frame") -> str:
     return ", ".join(shown) if shown else "no finding"
 
 
-def decode_png_b64(data: str | None) -> np.ndarray | None:
-    """Base64 PNG (as in the RESULT JSON's ``mask``) -> (H, W) uint8, or None if absent/bad."""
-    if not data:
-        return None
-    try:
-        buf = np.frombuffer(base64.b64decode(data, validate=False), dtype=np.uint8)
-    except (ValueError, TypeError):
-        return None
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        return None
-    return img if img.ndim == 2 else img[..., 0]
-
-
 def render_result(frame: np.ndarray, result: dict, show_mask: bool = True,
                   show_uncertainty: bool = False, show_text: bool = True,
-                  mask_alpha: float = 0.4, show_boxes: bool | None = None) -> np.ndarray:
+                  mask_alpha: float = 0.4, show_boxes: bool | None = None,
+                  mask: np.ndarray | None = None, unc: np.ndarray | None = None) -> np.ndarray:
     """Compose one displayed frame from a RESULT message.
 
     Args:
-        frame: (H, W) grey uint8 display frame (the RESULT's array).
-        result: the RESULT JSON (see the wire protocol in the team brief): uses ``boxes``,
-            ``mask``, ``score``, ``probs``, ``video`` and ``findings``. Missing keys draw
-            nothing.
+        frame: (H, W) grey uint8 display frame (the RESULT's ``image`` array).
+        result: the RESULT JSON, :meth:`stream.messages.Result.to_json` (the fields are
+            defined by :class:`stream.messages.Result`): uses ``boxes``, ``score``,
+            ``probs``, ``video``, ``findings`` and ``crops``. Missing keys draw nothing.
         show_mask: blend the score-coloured segmentation mask.
         show_uncertainty: blend the uncertainty heat map (if the result has one).
         show_text: write the scores on the image.
@@ -320,20 +306,18 @@ def render_result(frame: np.ndarray, result: dict, show_mask: bool = True,
         show_boxes: draw the crop boxes; None follows the result's ``crops.show`` (the
             bundle's default: no boxes for whole-frame models or crops that do not
             localise), True when the result has no ``crops`` field.
+        mask: the RESULT's ``mask`` array, (H, W) uint8 labels (0 = background, s + 1 =
+            score s), or None.
+        unc: the RESULT's ``unc`` array, (H, W) uint8 uncertainty, or None.
 
     Returns:
         (H, W, 3) uint8 RGB.
     """
     rgb = to_rgb(frame)
-    mask = result.get("mask") or None
-    if mask and show_mask:
-        labels = decode_png_b64(mask.get("png_b64"))
-        if labels is not None:
-            rgb = blend_mask(rgb, labels, mask_alpha)
-    if mask and show_uncertainty:
-        unc = decode_png_b64(mask.get("unc_png_b64"))
-        if unc is not None:
-            rgb = blend_uncertainty(rgb, unc)
+    if show_mask and _fits(mask, rgb):
+        rgb = blend_mask(rgb, mask, mask_alpha)
+    if show_uncertainty and _fits(unc, rgb):
+        rgb = blend_uncertainty(rgb, unc)
     if show_boxes is None:
         show_boxes = boxes_by_default(result)
     if show_boxes:
@@ -344,6 +328,11 @@ def render_result(frame: np.ndarray, result: dict, show_mask: bool = True,
                     _int_or_none(video.get("score")), video.get("probs"),
                     findings_caption(finding_rows(result)))
     return rgb
+
+
+def _fits(a: np.ndarray | None, rgb: np.ndarray) -> bool:
+    """``a`` is a non-empty (h, w) uint8 map (resized to the frame when drawn)."""
+    return isinstance(a, np.ndarray) and a.dtype == np.uint8 and a.ndim == 2 and a.size > 0
 
 
 def boxes_by_default(result: dict) -> bool:

@@ -24,6 +24,8 @@ import numpy as np
 import zmq
 
 from stream import wire
+from stream.messages import Control, Result
+from stream.procutil import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +38,13 @@ class LiveResult:
         n: the store's own counter (1, 2, ...), monotonic even when ``seq`` restarts.
         seq: the capture sequence number.
         stream_id: source index.
-        meta: the RESULT JSON.
+        meta: the RESULT JSON as received, checked against :class:`stream.messages.Result`.
         frame: (H, W) uint8 grey display frame.
         stamps: (8,) float64 stage timestamps (:data:`stream.wire.STAGES`), "shown" set to
             the time this process received it.
+        mask: (H, W) uint8 label map (0 = background, s + 1 = score s) or None.
+        unc: (H, W) uint8 uncertainty map or None.
+        result: the typed RESULT (:class:`stream.messages.Result`).
     """
 
     n: int
@@ -48,6 +53,9 @@ class LiveResult:
     meta: dict[str, Any]
     frame: np.ndarray
     stamps: np.ndarray
+    mask: np.ndarray | None = None
+    unc: np.ndarray | None = None
+    result: Result | None = None
 
     @property
     def t_grabbed(self) -> float:
@@ -94,9 +102,15 @@ class ResultStore:
         self.t_fresh: float | None = None  # when the newest scored (not re-sent) frame came
 
     def update(self, msg: wire.Message, t_recv: float | None = None) -> LiveResult | None:
-        """Store a decoded RESULT message (others are ignored); wake long-polling readers."""
-        if msg.kind != wire.Kind.RESULT or msg.array is None or msg.array.ndim != 2:
+        """Store a decoded RESULT message (others are ignored); wake long-polling readers.
+
+        Raises:
+            stream.messages.MetaError: a RESULT whose fields or arrays do not match
+                :class:`stream.messages.Result` (nothing is stored).
+        """
+        if msg.kind != wire.Kind.RESULT:
             return None
+        res = Result.from_message(msg)
         meta = msg.meta
         stamps = np.array(msg.stamps, dtype=np.float64)
         stamps[wire.STAGE["shown"]] = time.time() if t_recv is None else t_recv
@@ -120,7 +134,9 @@ class ResultStore:
             self._n += 1
             self.received += 1
             self._latest = LiveResult(self._n, int(msg.seq), int(msg.stream_id), meta,
-                                      np.array(msg.array, dtype=np.uint8), stamps)
+                                      np.array(msg.array, dtype=np.uint8), stamps,
+                                      *(_copy(msg.arrays.get(k)) for k in ("mask", "unc")),
+                                      result=res)
             self._cond.notify_all()
             return self._latest
 
@@ -185,6 +201,11 @@ class ResultStore:
         return None if t is None else (time.time() if now is None else now) - t
 
 
+def _copy(a: np.ndarray | None) -> np.ndarray | None:
+    """A private copy of a received array (the message buffer is not kept)."""
+    return None if a is None else np.array(a, dtype=np.uint8)
+
+
 ADDRESS = re.compile(r"^(tcp://[^\s:/]+:\d{1,5}|ipc://\S+|inproc://\S+)$")
 
 
@@ -203,7 +224,9 @@ def check_address(addr: str, what: str) -> str:
 class ResultSubscriber(threading.Thread):
     """Daemon thread: SUB(CONFLATE) on ``addr`` -> :class:`ResultStore`.
 
-    A message that fails to decode is logged and dropped; the thread keeps running.
+    A message that fails to decode or to match :class:`stream.messages.Result` is logged and
+    dropped (``bad``); one of another wire version (an older or newer worker) is logged once,
+    clearly, then once a minute, and counted in ``old_version``. The thread keeps running.
     """
 
     def __init__(self, addr: str, store: ResultStore, context: zmq.Context | None = None,
@@ -215,6 +238,7 @@ class ResultSubscriber(threading.Thread):
         self._poll_ms = poll_ms
         self._stop_evt = threading.Event()
         self.bad = 0
+        self.old_version = RateLimitedLog(log, every_s=60.0, burst=1)
         self.ready = threading.Event()
 
     def run(self) -> None:
@@ -232,13 +256,14 @@ class ResultSubscriber(threading.Thread):
                 buf = sock.recv(copy=True)
                 t = time.time()
                 try:
-                    msg = wire.decode(buf)
-                except wire.WireError as exc:
+                    self.store.update(wire.decode(buf), t)
+                except wire.WireVersionError as exc:
+                    self.bad += 1
+                    self.old_version.log(logging.ERROR, "results on %s refused: %s", self.addr,
+                                         exc)
+                except wire.WireError as exc:  # also a stream.messages.MetaError
                     self.bad += 1
                     log.warning("dropped a bad message on %s: %s", self.addr, exc)
-                    continue
-                try:
-                    self.store.update(msg, t)
                 except Exception:  # one bad result never stops the display
                     self.bad += 1
                     log.exception("dropped a result that could not be stored")
@@ -280,7 +305,8 @@ class ControlPublisher:
         """Publish one CONTROL message; False when there is no control address."""
         if self._sock is None:
             return False
-        msg = wire.Message(kind=wire.Kind.CONTROL, meta={"cmd": cmd, **params})
+        sid = params.pop("stream_id", None)
+        msg = Control(cmd, stream_id=sid, params=params).message()
         msg.stamp("sent", time.time())
         with self._lock:
             self._sock.send(wire.encode(msg))
