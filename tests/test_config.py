@@ -142,12 +142,12 @@ def test_cli_flag_overrides_the_file(tmp_path):
         process_config(WorkerConfig, _args("worker", "--config", str(f)))
 
 
-def test_print_config_is_a_config_file(tmp_path):
+def test_print_config_is_a_config_file(tmp_path, capsys):
+    from stream.live import run
+
     f = _toml(tmp_path / "p.toml", '[worker]\nseg = "off"\n[topology]\nresults = "tcp://x:1"\n')
-    out = subprocess.run(pleura("live", "--config", str(f), "--print-config", "--seg-hz", "4"),
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    cfg = from_dict(PleuraConfig, tomllib.loads(out.stdout))
+    assert run(_args("live", "--config", str(f), "--print-config", "--seg-hz", "4")) == 0
+    cfg = from_dict(PleuraConfig, tomllib.loads(capsys.readouterr().out))
     assert (cfg.worker.seg, cfg.worker.seg_hz, cfg.topology.results) == ("off", 4.0, "tcp://x:1")
 
 
