@@ -1,13 +1,18 @@
-"""The naive baseline: what a researcher would write to score a video with the paper's model.
+"""The PyTorch baselines: what a researcher would write, and what a PyTorch expert would write.
 
-The same Reg-STN (``train.models``) in PyTorch eager mode, one process, an OpenCV
-``VideoCapture`` read loop, no batching, a ``torch.no_grad()`` forward per frame, the model's
-own ``forward`` (both crops, as trained). It runs in a *child process* (spawned), so the
-benchmark process itself never imports torch and the two never share thread pools; the parent
-drives it phase by phase so baseline and candidates are measured interleaved, under the same
-machine load.
+Two variants of the same model (``train.models`` Reg-STN for the frame lane,
+``train.seg.models`` for a segmentation member), each in its own *spawned child process*, so the
+benchmark process never imports torch and no two candidates share a thread pool; the parent
+drives them phase by phase, interleaved with the ONNX Runtime candidates, under the same load.
 
-Only this module touches torch and ``train``, and only inside the child.
+- **naive** — PyTorch eager, an OpenCV ``VideoCapture`` read loop, batch 1, a
+  ``torch.no_grad()`` forward per frame (the model's own forward, both crops, as trained).
+- **tuned** — what an expert would write for CPU inference (issue #19): ``torch.inference_mode``,
+  channels-last weights and inputs, batches of 8, and ``torch.compile`` (Inductor) where it
+  works on this machine; when it does not, eager with the reason recorded. Compilation happens
+  in :meth:`BaselineProcess.prepare`, timed on its own and **excluded from throughput**.
+
+Only this module touches torch and ``train``, and only inside the children.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import multiprocessing as mp
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,11 @@ import numpy as np
 from benchmarks.stats import ResourceMonitor, summarise
 
 READY_TIMEOUT_S = 240.0
+PREPARE_TIMEOUT_S = 600.0
+NAIVE_WHAT = ("PyTorch eager, one process, cv2.VideoCapture read loop, batch 1, "
+              "torch.no_grad() forward per frame")
+TUNED_WHAT = ("PyTorch, one process, cv2.VideoCapture read loop, batch {batch}, "
+              "torch.inference_mode(), channels-last weights and inputs, {compiled}")
 
 
 def torch_missing_reason() -> str | None:
@@ -39,7 +50,8 @@ def torch_missing_reason() -> str | None:
 # --------------------------------------------------------------------------- child side
 
 def _count_macs(model, torch, x) -> float:
-    """Multiply-accumulates of one forward, counted with hooks on Conv2d and Linear."""
+    """Multiply-accumulates of one forward per input row, counted with hooks on Conv2d and
+    Linear (all of it: Reg-STN's forward classifies both crops)."""
     total = [0]
 
     def conv_hook(m, _inp, out):
@@ -62,8 +74,15 @@ def _count_macs(model, torch, x) -> float:
     return total[0] / x.shape[0]
 
 
-def _build(run_dir: str | None, model_name: str, torch):
+def _build(run_dir: str | None, model_name: str, kind: str, torch):
+    """(model in eval mode, where it came from)."""
     note = ""
+    torch.manual_seed(0)
+    if kind == "seg":
+        from train.seg.models import build_model as build_seg
+
+        return build_seg(model_name).eval(), (f"train.seg.models.build_model({model_name!r}), "
+                                              f"untrained weights")
     if run_dir:
         from train.frame.run import load_run
 
@@ -80,67 +99,216 @@ def _build(run_dir: str | None, model_name: str, torch):
                           f"weights{note}")
 
 
-def _pipeline(model, torch, clip: str, seconds: float) -> dict[str, Any]:
-    """The researcher's loop: cv2.VideoCapture -> preprocess -> per-frame forward."""
-    import cv2
+class _Child:
+    """The model of one child, naive or tuned, and how it runs a batch."""
 
-    from engines.preprocess import FRAME_SPEC, preprocess_frame
+    def __init__(self, model, torch, tuned: bool, shape: tuple[int, int, int]) -> None:
+        self.torch, self.tuned, self.shape = torch, tuned, shape
+        self.eager = model
+        self.model = model
+        self.compile: dict[str, Any] = {"compiled": False, "reason": "naive: eager"}
+        if tuned:
+            self.model = self.eager = model.to(memory_format=torch.channels_last)
+            self.compile = {"compiled": False, "reason": "not prepared yet"}
+
+    def prepare(self, batches: list[int], use_compile: bool) -> dict[str, Any]:
+        """torch.compile and one call per batch size (shape-specialised), timed separately."""
+        torch = self.torch
+        if not self.tuned:
+            return self.compile
+        if not use_compile:
+            self.compile = {"compiled": False, "reason": "--no-compile"}
+            return self.compile
+        t0 = time.perf_counter()
+        try:
+            # static shapes: each batch size gets its own specialised graph (no dynamic-shape
+            # graph silently serving batch 8 after batch 1 was seen)
+            compiled = torch.compile(self.eager, dynamic=False)
+            seconds = {}
+            for b in batches:
+                a = time.perf_counter()
+                self._call(compiled, self._input(b))
+                seconds[f"b{b}"] = round(time.perf_counter() - a, 2)
+            with torch.inference_mode():  # same numbers as eager, or it is not a baseline
+                x = self._input(batches[0])
+                diff = float((self._out(compiled(x)) - self._out(self.eager(x))).abs().max())
+            if diff > 1e-3:
+                raise RuntimeError(f"compiled output differs from eager by {diff:.2e}")
+            self.model = compiled
+            self.compile = {"compiled": True, "backend": "inductor", "seconds_total":
+                            round(time.perf_counter() - t0, 2), "seconds_per_batch": seconds,
+                            "max_abs_diff_vs_eager": diff, "dynamic": False, "reason": None,
+                            "note": "compile time depends on Inductor's on-disk cache "
+                                    "(a second run in a new process is faster)"}
+        except Exception as exc:  # noqa: BLE001 - fall back to eager, and say why
+            self.model = self.eager
+            self.compile = {"compiled": False, "seconds_total": round(time.perf_counter() - t0,
+                                                                      2),
+                            "reason": f"torch.compile failed here, eager used: "
+                                      f"{type(exc).__name__}: {str(exc)[:400]}"}
+        return self.compile
+
+    def _input(self, b: int):
+        x = self.torch.rand(b, *self.shape)
+        return x.contiguous(memory_format=self.torch.channels_last) if self.tuned else x
+
+    @staticmethod
+    def _out(out):
+        return out["probs"] if isinstance(out, dict) else out.softmax(1)
+
+    def _call(self, model, x):
+        ctx = self.torch.inference_mode() if self.tuned else self.torch.no_grad()
+        with ctx:
+            return self._out(model(x)).numpy()
+
+    def run(self, x_np: np.ndarray) -> np.ndarray:
+        """(B, C, H, W) float32 -> probabilities (the model's own output, softmaxed)."""
+        x = self.torch.from_numpy(x_np)
+        if self.tuned:
+            x = x.contiguous(memory_format=self.torch.channels_last)
+        return self._call(self.model, x)
+
+
+def _open(clip: str):
+    import cv2
 
     cap = cv2.VideoCapture(clip)
     if not cap.isOpened():
         raise RuntimeError(f"OpenCV cannot open {clip}; give --source a video OpenCV reads")
-    lat, n, fails = [], 0, 0
+    return cap
+
+
+def _read_rgb(cap_box: list, clip: str):
+    """Next RGB frame, restarting the clip at its end (OpenCV read loop)."""
+    import cv2
+
+    for _ in range(3):
+        ok, bgr = cap_box[0].read()
+        if ok:
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        cap_box[0].release()
+        cap_box[0] = _open(clip)
+    raise RuntimeError(f"OpenCV reads no frame from {clip}")
+
+
+def _pipeline(ch: _Child, clip: str, seconds: float, batch: int) -> dict[str, Any]:
+    """The researcher's loop: cv2.VideoCapture -> preprocess -> forward, ``batch`` at a time."""
+    from engines.preprocess import FRAME_SPEC, preprocess_frame
+
+    cap = [_open(clip)]
+    lat, n = [], 0
     with ResourceMonitor(children=False) as mon:
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < seconds or n == 0:
             a = time.perf_counter()
-            ok, bgr = cap.read()
-            if not ok:  # end of clip: start again
-                fails += 1
-                if fails > 2:
-                    raise RuntimeError(f"OpenCV reads no frame from {clip}")
-                cap.release()
-                cap = cv2.VideoCapture(clip)
-                continue
-            fails = 0
-            x, _ = preprocess_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), FRAME_SPEC)
-            with torch.no_grad():
-                out = model(torch.from_numpy(x).unsqueeze(0))
-            out["probs"].numpy()
+            xs = [preprocess_frame(_read_rgb(cap, clip), FRAME_SPEC)[0] for _ in range(batch)]
+            ch.run(np.stack(xs) if batch > 1 else xs[0][None])
             lat.append(1000.0 * (time.perf_counter() - a))
-            n += 1
+            n += batch
         dt = time.perf_counter() - t0
-    cap.release()
-    return {"frames": n, "seconds": round(dt, 2), "fps": round(n / dt, 2),
+    cap[0].release()
+    return {"batch": batch, "frames": n, "seconds": round(dt, 2), "fps": round(n / dt, 2),
             "ms_per_frame": round(1000.0 * dt / n, 3), "latency_ms": summarise(lat),
             **mon.result}
 
 
-def _model_only(model, torch, seconds: float, min_iters: int = 3) -> dict[str, Any]:
-    x = torch.rand(1, 3, 224, 224)
+def _model_only(ch: _Child, seconds: float, batch: int = 1, min_iters: int = 3) -> dict:
+    x = np.random.default_rng(0).random((batch, *ch.shape), dtype=np.float32)
     ms: list[float] = []
-    with torch.no_grad():
-        if min_iters > 1:
-            model(x)  # warm-up
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds or len(ms) < min_iters:
-            a = time.perf_counter()
-            model(x)
-            ms.append(1000.0 * (time.perf_counter() - a))
+    if min_iters > 1:
+        ch.run(x)  # warm-up
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds or len(ms) < min_iters:
+        a = time.perf_counter()
+        ch.run(x)
+        ms.append(1000.0 * (time.perf_counter() - a))
     s = summarise(ms)
-    return {"batch": 1, "ms": s, "ms_per_frame": s["p50"],
-            "fps": round(1000.0 / s["p50"], 2) if s["p50"] else 0.0}
+    per = s["p50"] / batch
+    return {"batch": batch, "ms": s, "ms_per_frame": round(per, 3),
+            "fps": round(1000.0 / per, 2) if per else 0.0}
 
 
-def serve(conn, run_dir: str | None, model_name: str) -> None:
+def _paced(ch: _Child, clip: str, seconds: float, warmup_s: float = 1.0) -> dict[str, Any]:
+    """One stream played in real time (the clip's fps) by a reader thread into a latest-wins
+    slot; the main thread scores the newest frame at batch 1. Latency = result - frame read."""
+    import cv2
+
+    from engines.preprocess import FRAME_SPEC, preprocess_frame
+
+    cap = [_open(clip)]
+    fps = cap[0].get(cv2.CAP_PROP_FPS) or 30.0
+    slot: dict[str, Any] = {"item": None, "captured": 0}
+    cond, stop = threading.Condition(), threading.Event()
+
+    def reader() -> None:
+        t_next = time.perf_counter()
+        while not stop.is_set():
+            img = _read_rgb(cap, clip)
+            # a live source does not speed up to make up for lost time: when the reader fell
+            # behind (a busy CPU), the schedule restarts from now instead of bursting
+            t_next = max(t_next + 1.0 / fps, time.perf_counter())
+            time.sleep(max(0.0, t_next - time.perf_counter()))
+            with cond:
+                slot["item"] = (img, time.perf_counter())
+                slot["captured"] += 1
+                cond.notify()
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    lat: list[float] = []
+    t_measure = time.perf_counter() + warmup_s
+    measuring = False
+    with ResourceMonitor(children=False) as mon:
+        while time.perf_counter() < t_measure + seconds:
+            with cond:
+                cond.wait_for(lambda: slot["item"] is not None, timeout=0.5)
+                item, slot["item"] = slot["item"], None
+                if not measuring and time.perf_counter() >= t_measure:
+                    measuring, slot["captured"], lat = True, int(item is not None), []
+                    t_measure = time.perf_counter()
+            if item is None:
+                continue
+            ch.run(preprocess_frame(item[0], FRAME_SPEC)[0][None])
+            lat.append(1000.0 * (time.perf_counter() - item[1]))
+        with cond:
+            captured = slot["captured"]
+    dt = max(time.perf_counter() - t_measure, 1e-9)  # a slow last forward overruns `seconds`
+    stop.set()
+    th.join(2.0)
+    return {"mode": "in-process (PyTorch baseline)", "streams": 1, "seconds": round(dt, 2),
+            "source_fps": round(captured / dt, 2), "captured": captured,
+            "processed": len(lat), "processed_fps": round(len(lat) / dt, 2),
+            "served_fraction": round(len(lat) / captured, 3) if captured else 0.0,
+            "latency_ms": summarise(lat),
+            **{k: mon.result[k] for k in ("cpu_percent", "peak_rss_mb")}}
+
+
+def _answer(ch: _Child, cmd: dict[str, Any]) -> Any:
+    op = cmd["op"]
+    if op == "prepare":
+        return ch.prepare(cmd["batches"], cmd["compile"])
+    if op == "pipeline":
+        return _pipeline(ch, cmd["clip"], cmd["seconds"], cmd.get("batch", 1))
+    if op == "model":
+        return _model_only(ch, cmd["seconds"], cmd.get("batch", 1), cmd.get("min_iters", 3))
+    if op == "paced":
+        return _paced(ch, cmd["clip"], cmd["seconds"])
+    if op == "probs":
+        return ch.run(np.ascontiguousarray(cmd["x"], np.float32))
+    return {"error": f"unknown op {op!r}"}
+
+
+def serve(conn, run_dir: str | None, model_name: str, kind: str = "frame",
+          tuned: bool = False, shape: tuple[int, int, int] = (3, 224, 224)) -> None:
     """Child process main: build the model, then answer commands until "stop"."""
     try:
         import torch
 
-        model, source = _build(run_dir, model_name, torch)
-        macs = _count_macs(model, torch, torch.rand(1, 3, 224, 224))
-        conn.send({"ok": True, "model": source, "torch": torch.__version__,
-                   "torch_threads": torch.get_num_threads(),
+        model, source = _build(run_dir, model_name, kind, torch)
+        macs = _count_macs(model, torch, torch.rand(1, *shape))
+        ch = _Child(model, torch, tuned, shape)
+        conn.send({"ok": True, "model": source, "kind": kind, "tuned": tuned,
+                   "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                    "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
                    "gmac_per_frame": round(macs / 1e9, 4)})
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which skips the baseline
@@ -148,18 +316,10 @@ def serve(conn, run_dir: str | None, model_name: str) -> None:
         return
     while True:
         cmd = conn.recv()
+        if cmd["op"] == "stop":
+            return
         try:
-            if cmd["op"] == "stop":
-                return
-            if cmd["op"] == "pipeline":
-                conn.send(_pipeline(model, torch, cmd["clip"], cmd["seconds"]))
-            elif cmd["op"] == "model":
-                conn.send(_model_only(model, torch, cmd["seconds"], cmd.get("min_iters", 3)))
-            elif cmd["op"] == "probs":
-                with torch.no_grad():
-                    conn.send(model(torch.from_numpy(cmd["x"]))["probs"].numpy())
-            else:
-                conn.send({"error": f"unknown op {cmd['op']!r}"})
+            conn.send(_answer(ch, cmd))
         except Exception as exc:  # noqa: BLE001
             conn.send({"error": f"{type(exc).__name__}: {exc}"})
 
@@ -167,19 +327,28 @@ def serve(conn, run_dir: str | None, model_name: str) -> None:
 # --------------------------------------------------------------------------- parent side
 
 class BaselineProcess:
-    """Handle on the baseline child. Use as a context manager; never imports torch here.
+    """Handle on one baseline child. Use as a context manager; never imports torch here.
 
     Args:
         run_dir: a trained frame run (``train.frame.run.load_run``), or None for an untrained
-            Reg-STN (speed does not depend on the weights).
-        model_name: registry name used when ``run_dir`` is None.
+            model (speed does not depend on the weights).
+        model_name: registry name used when ``run_dir`` is None (``train.models`` for
+            ``kind="frame"``, ``train.seg.models`` for ``kind="seg"``).
+        kind: "frame" or "seg".
+        tuned: the expert variant (inference_mode, channels-last, torch.compile after
+            :meth:`prepare`) instead of the naive one.
+        shape: (C, H, W) of one input (the bundle's spec).
     """
 
-    def __init__(self, run_dir: str | Path | None = None, model_name: str = "reg-stn") -> None:
+    def __init__(self, run_dir: str | Path | None = None, model_name: str = "reg-stn",
+                 kind: str = "frame", tuned: bool = False,
+                 shape: tuple[int, int, int] = (3, 224, 224)) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
+        self.tuned = tuned
         self._proc = ctx.Process(target=serve, args=(child, str(run_dir) if run_dir else None,
-                                                     model_name), name="pleura-bench-baseline",
+                                                     model_name, kind, tuned, tuple(shape)),
+                                 name=f"pleura-bench-{'tuned' if tuned else 'naive'}-{kind}",
                                  daemon=True)
         self.info: dict[str, Any] = {}
 
@@ -197,20 +366,36 @@ class BaselineProcess:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _ask(self, **cmd: Any) -> Any:
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    def _ask(self, timeout: float | None = None, **cmd: Any) -> Any:
         self._conn.send(cmd)
+        if timeout is not None and not self._conn.poll(timeout):
+            raise RuntimeError(f"baseline {cmd['op']}: no answer in {timeout:.0f} s")
         out = self._conn.recv()
         if isinstance(out, dict) and "error" in out:
             raise RuntimeError(f"baseline {cmd['op']}: {out['error']}")
         return out
 
-    def pipeline(self, clip: Path, seconds: float) -> dict[str, Any]:
-        """Score ``clip`` (looping) the naive way for ``seconds``; fps, latency, CPU, RSS."""
-        return self._ask(op="pipeline", clip=str(clip), seconds=seconds)
+    def prepare(self, batches: list[int], use_compile: bool = True) -> dict[str, Any]:
+        """Tuned only: torch.compile for each batch size, timed (not part of throughput).
+        Returns {"compiled", "seconds_total", "seconds_per_batch", "reason"}."""
+        return self._ask(timeout=PREPARE_TIMEOUT_S, op="prepare", batches=list(batches),
+                         compile=use_compile)
 
-    def model_only(self, seconds: float, min_iters: int = 3) -> dict[str, Any]:
-        """Forward latency at batch 1 on a random input (no decoding)."""
-        return self._ask(op="model", seconds=seconds, min_iters=min_iters)
+    def pipeline(self, clip: Path, seconds: float, batch: int = 1) -> dict[str, Any]:
+        """Score ``clip`` (looping) for ``seconds``, ``batch`` frames per forward."""
+        return self._ask(op="pipeline", clip=str(clip), seconds=seconds, batch=batch)
+
+    def model_only(self, seconds: float, min_iters: int = 3, batch: int = 1) -> dict[str, Any]:
+        """Forward latency at ``batch`` on a random input (no decoding)."""
+        return self._ask(op="model", seconds=seconds, min_iters=min_iters, batch=batch)
+
+    def paced(self, clip: Path, seconds: float) -> dict[str, Any]:
+        """One real-time stream, newest frame wins: served fraction and latency."""
+        return self._ask(op="paced", clip=str(clip), seconds=seconds)
 
     def probs(self, x: np.ndarray) -> np.ndarray:
         """(B, 4) probabilities of the baseline model for a preprocessed batch."""

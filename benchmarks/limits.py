@@ -1,18 +1,20 @@
-"""Physical limits: FLOPs per frame, this CPU's peak, and a paper estimate for a GPU.
+"""Physical limits: MACs per frame, this CPU's measured peak, and a paper estimate for a GPU.
 
-A frame model cannot run faster than (its FLOPs) / (the machine's peak FLOP/s); the benchmark
-reports measured throughput next to that bound, so "how far from the hardware" is a number.
+A model cannot run faster than (its operations) / (the machine's peak operations per second):
+the benchmark reports measured throughput next to that bound, so "how far from the hardware"
+is a number. The MACs are those of the graph the runtime executes (:mod:`benchmarks.macs`);
+the peak is measured by :file:`benchmarks/fma_peak.c` (the nominal clock formula of
+``/proc/cpuinfo`` is the base clock, below what the cores really run at: issue #19 found ONNX
+Runtime "above" a ceiling derived from it).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 TRUNK_CHANNELS = (32, 64, 64, 64, 128, 128)
 """van Sloun & Demi's 6-block trunk (PAPER.md section 1)."""
@@ -48,62 +50,17 @@ def regstn_macs(crops: int = 2) -> int:
     return loc + crops * cnn
 
 
-COUNTED_OPS = ("Conv", "ConvInteger", "QLinearConv", "Gemm", "MatMul", "MatMulInteger")
-
-
-def onnx_macs(path: str | Path) -> dict[str, Any] | None:
-    """Count the MACs of one batch-1 inference of an ONNX model, from the real tensor shapes.
-
-    Every Conv / Gemm / MatMul (and their int8 forms) has its input, weight and output exposed
-    as graph outputs and the model is run once in ONNX Runtime on zeros, so the shapes are
-    the ones it really computes (static shape inference stops at the STN's Reshape/GridSample).
-    Conv MACs = numel(output) · C_in / groups · k_h · k_w; Gemm/MatMul = numel(output) · K
-    (input batch 1, so a node that sees 2 crops per frame counts twice).
-
-    Returns:
-        {"gmac", "conv_nodes", "layers"}, or None when ``onnx`` is not installed.
-    """
+def onnx_macs(path: str | Path, outputs: list[str] | None = None) -> dict[str, Any] | None:
+    """MACs of one batch-1 inference of an ONNX model (:func:`benchmarks.macs.count`): the
+    executed count ``gmac`` and the ``gmac_used`` count of batch rows that reach ``outputs``
+    (default: all graph outputs, as the runtime fetches them). None without ``onnx``."""
     try:
-        import onnx
+        import onnx  # noqa: F401
     except ImportError:
         return None
-    import onnxruntime as ort
+    from benchmarks.macs import count
 
-    model = onnx.load(str(path))
-    g = model.graph
-    inits = {t.name: tuple(t.dims) for t in g.initializer}
-    nodes = [n for n in g.node if n.op_type in COUNTED_OPS]
-    have = {o.name for o in g.output}
-    for n in nodes:
-        w = n.input[3] if n.op_type == "QLinearConv" else n.input[1]
-        for name in (n.input[0], w, n.output[0]):
-            if name not in inits and name not in have:
-                g.output.append(onnx.helper.make_empty_tensor_value_info(name))
-                have.add(name)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    feeds = {}
-    for i in sess.get_inputs():
-        shape = [d if isinstance(d, int) else 1 for d in i.shape]
-        feeds[i.name] = np.zeros(shape, np.uint8 if "uint8" in i.type else np.float32)
-    names = [o.name for o in sess.get_outputs()]
-    shapes = {k: v.shape for k, v in zip(names, sess.run(names, feeds), strict=True)}
-    shapes.update(inits)
-    total, convs = 0, 0
-    for n in nodes:
-        out = shapes[n.output[0]]
-        if n.op_type in ("Conv", "ConvInteger", "QLinearConv"):
-            w = shapes[n.input[3] if n.op_type == "QLinearConv" else n.input[1]]
-            # all of out (batch included: Reg-STN runs its CNN on 2 crops per input frame)
-            total += int(np.prod(out)) * int(np.prod(w[1:]))  # w: (C_out, C_in/g, kh, kw)
-            convs += 1
-        else:
-            a = shapes[n.input[0]]
-            trans_a = any(x.name == "transA" and x.i for x in n.attribute)
-            total += int(np.prod(out)) * int(a[-2] if trans_a else a[-1])
-    return {"gmac": round(total / 1e9, 4), "conv_nodes": convs, "layers": len(nodes)}
+    return count(path, outputs)
 
 
 def cpu_info() -> dict[str, Any]:
@@ -133,32 +90,112 @@ def cpu_peak_gflops(cores: int, ghz: float, simd_lanes: int = 8, fma_units: int 
     return cores * fma_units * simd_lanes * 2 * ghz
 
 
-def measured_sgemm_gflops(n: int = 1024, seconds: float = 1.0) -> float:
-    """Attained fp32 GFLOP/s of numpy's BLAS on an n×n matmul: the best this machine does on
-    the friendliest kernel (a practical ceiling; noisy when the machine is shared)."""
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    a @ a
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds or reps < 2:
-        a @ a
-        reps += 1
-    return round(2 * n**3 * reps / (time.perf_counter() - t0) / 1e9, 1)
+FMA_SOURCE = Path(__file__).with_name("fma_peak.c")
 
 
-def cpu_limit(frame_gmac: float, sgemm_seconds: float = 1.0) -> dict[str, Any]:
-    """This CPU's peak and the frames/s bound it puts on a model of ``frame_gmac`` GMAC."""
+def measured_peak(seconds: float = 0.6, threads: int | None = None,
+                  workdir: str | Path | None = None) -> dict[str, Any]:
+    """This CPU's measured peak: :file:`benchmarks/fma_peak.c`, compiled now and run with one
+    thread per core: fp32 FMA (and 512-bit FMA with AVX-512), the two AVX2 int8 sequences (and
+    VNNI ``vpdpbusd`` where the CPU has it); each peak is the fastest of its modes.
+
+    Args:
+        seconds: per measurement (best of 0.1 s windows, all threads started together).
+        threads: default: all cores.
+        workdir: where to build the binary (default: a temporary folder).
+
+    Returns:
+        {"measured": True, "fp32_gflops", "int8_gops" (2 ops per u8*s8 MAC), "fp32_gflops_1core",
+        "runs", "compiler", "command"} or {"measured": False, "reason"} (no C compiler, no
+        AVX2/FMA, or the program failed): callers then fall back to the nominal formula.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    cc = next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+    if cc is None:
+        return {"measured": False, "reason": "no C compiler (cc, gcc or clang) on PATH"}
+    simd = cpu_info()["simd"]
+    if not {"avx2", "fma"} <= set(simd):
+        return {"measured": False, "reason": f"fma_peak.c needs AVX2 + FMA; this CPU has {simd}"}
+    n = threads or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        exe = Path(tmp) / "fma_peak"
+        build = [cc, "-O2", "-mavx2", "-mfma", "-pthread", str(FMA_SOURCE), "-o", str(exe)]
+        proc = subprocess.run(build, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return {"measured": False, "reason": f"{' '.join(build)} failed: "
+                                                  f"{proc.stderr[-500:]}"}
+        modes = ["fp32", "int8", "int8s16"]
+        if {"avx512f", "avx512_vnni"} <= set(simd):
+            modes += ["fp32z", "vnni", "vnniz"]
+        runs = {}
+        for mode, t in [(m, n) for m in modes] + [("fp32", 1)]:
+            out = subprocess.run([str(exe), mode, str(t), str(seconds)], capture_output=True,
+                                 text=True, timeout=60 + 10 * seconds)
+            if out.returncode != 0:
+                return {"measured": False, "reason": f"fma_peak {mode} failed: {out.stderr}"}
+            runs[f"{mode}_t{t}"] = json.loads(out.stdout)
+    def fastest(kind_modes: list[str]) -> tuple[float, str]:
+        return max((runs[f"{m}_t{n}"]["gops"], m) for m in kind_modes)
+
+    best = {"fp32": fastest([m for m in modes if m.startswith("fp32")]),
+            "int8": fastest([m for m in modes if not m.startswith("fp32")])}
+    return {"measured": True, "threads": n, "fp32_gflops": best["fp32"][0],
+            "fp32_mode": best["fp32"][1], "int8_gops": best["int8"][0],
+            "int8_mode": best["int8"][1],
+            "fp32_gflops_1core": runs["fp32_t1"]["gops"], "runs": runs, "compiler": cc,
+            "command": " ".join(build[:-2]) + f" -o fma_peak; fma_peak {{{'|'.join(modes)}}} "
+                                              f"{n} {seconds}"}
+
+
+def min_ms_per_frame(m: dict[str, Any], peak: dict[str, Any], used: bool = False) -> float:
+    """The least time one frame can take at this CPU's peak: int8 MACs at the int8 rate, the
+    rest at the fp32 rate (2 operations per MAC). ``used``: only the rows that reach an output."""
+    total = m["gmac_used" if used else "gmac"]
+    int8 = m["gmac_int8_used" if used else "gmac_int8"]
+    return 1e3 * (2 * int8 / peak["int8_gops"] + 2 * (total - int8) / peak["fp32_gflops"])
+
+
+def utilisation(fps: float | None, m: dict[str, Any] | None, peak: dict[str, Any]) -> dict:
+    """How close ``fps`` frames/s of a model with MAC counts ``m`` comes to the machine's limit.
+
+    Returns:
+        {"ceiling_fps" (at peak, executed MACs), "pct_of_limit" (fps / ceiling, ≤ 100 when the
+        peak is right), "pct_of_limit_used_macs" (the same for the rows that reach an output:
+        the useful share)}; empty when anything is missing.
+    """
+    if not fps or not m or not m.get("gmac") or not peak.get("fp32_gflops"):
+        return {}
+    t = min_ms_per_frame(m, peak)
+    tu = min_ms_per_frame(m, peak, used=True)
+    return {"ceiling_fps": round(1e3 / t, 1), "pct_of_limit": round(100 * fps * t / 1e3, 1),
+            "pct_of_limit_used_macs": round(100 * fps * tu / 1e3, 1)}
+
+
+def cpu_limit(m: dict[str, Any] | None, peak: dict[str, Any]) -> dict[str, Any]:
+    """This CPU's peak (measured, or the nominal formula when it could not be measured) and the
+    frames/s bound it puts on a model with MAC counts ``m`` (:func:`onnx_macs`)."""
     info = cpu_info()
     lanes = 16 if "avx512f" in info["simd"] else 8
     ghz = (info["mhz"] or 2000.0) / 1000.0
-    peak = cpu_peak_gflops(info["cores"], ghz, lanes)
-    sgemm = measured_sgemm_gflops(seconds=sgemm_seconds) if sgemm_seconds > 0 else None
-    gflop = max(2 * frame_gmac, 1e-9)  # a test dummy counts ~0
-    return {**info, "simd_lanes_fp32": lanes, "fma_units_assumed": 2,
-            "peak_gflops_fp32": round(peak, 1), "sgemm_gflops_measured": sgemm,
-            "frame_gflop": round(gflop, 3),
-            "max_fps_at_peak": round(peak / gflop, 1),
-            "max_fps_at_sgemm": round(sgemm / gflop, 1) if sgemm else None,
-            "formula": f"{info['cores']} cores x 2 FMA x {lanes} lanes x 2 FLOP x {ghz:.3f} GHz"}
+    nominal = cpu_peak_gflops(info["cores"], ghz, lanes)
+    out = {**info, "nominal_fp32_gflops": round(nominal, 1),
+           "nominal_formula": f"{info['cores']} cores x 2 FMA x {lanes} lanes x 2 FLOP x "
+                              f"{ghz:.3f} GHz (/proc/cpuinfo clock: base, not turbo)",
+           "peak": peak}
+    if not peak.get("measured"):
+        peak = {**peak, "fp32_gflops": nominal, "int8_gops": 2 * nominal}
+        out["peak_used"] = "nominal (not measured: " + str(peak.get("reason")) + ")"
+    else:
+        out["peak_used"] = "measured (benchmarks/fma_peak.c)"
+    out["fp32_gflops"], out["int8_gops"] = peak["fp32_gflops"], peak["int8_gops"]
+    if m and m.get("gmac"):
+        out["frame_gflop"] = round(2 * m["gmac"], 3)
+        out["max_fps_at_peak"] = round(1e3 / min_ms_per_frame(m, peak), 1)
+        out["max_fps_at_peak_used_macs"] = round(1e3 / min_ms_per_frame(m, peak, True), 1)
+    return out
 
 
 GPU_SCENARIOS = {

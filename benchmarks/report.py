@@ -1,8 +1,22 @@
-"""Ratios, growth fits and the printed table of a ``pleura bench`` result."""
+"""Ratios, growth fits, the printed table and the Markdown tables of ``pleura bench`` results.
+
+The tables in ``docs/performance.md`` and ``docs/performance/bench.md`` are *generated* from
+the JSON files, never typed: each sits between ``<!-- bench:NAME -->`` and
+``<!-- /bench:NAME -->`` markers, and
+
+    python -m benchmarks.report update-docs --results benchmarks/results
+
+rewrites every block from the JSON named in :data:`DOC_BLOCKS`. ``python -m benchmarks.report
+FILE.json`` prints one result's detail tables.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,112 +85,340 @@ def _f(v: Any, nd: int = 1) -> str:
     return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
 
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}×"
+
+
+def load_line(r: Mapping[str, Any]) -> str:
+    """One line: the load verdict, pre-flight figures, the busiest phase, background load."""
+    ld = r.get("load") or {}
+    pre = ld.get("preflight") or {}
+    busy = (pre.get("others_busy") or {}).get("mean")
+    la = (pre.get("before") or {}).get("loadavg")
+    phases = ld.get("phases") or {}
+    worst = max(phases.items(), key=lambda kv: (kv[1].get("others_busy") or {}).get("mean")
+                or 0.0, default=(None, {}))
+    wb = (worst[1].get("others_busy") or {}).get("mean")
+    bg = (ld.get("background_load") or {}).get("processes", 0)
+    verdict = {"quiet": "QUIET", "intentional": f"CONTENDED ON PURPOSE ({bg} busy-loop "
+                                                 f"processes)"}.get(
+        ld.get("contention"), "CONTENDED — do not quote as a quiet figure")
+    return (f"load: {verdict}; before the run: load average {la}, other processes "
+            f"{_f(None if busy is None else 100 * busy, 0)} % of the CPU; busiest phase "
+            f"{worst[0]}: {_f(None if wb is None else 100 * wb, 0)} %")
+
+
 def format_table(r: Mapping[str, Any]) -> str:
     """Human-readable summary of a bench result (the JSON holds everything)."""
-    lines = [f"pleura bench — {r['machine']['cpu']['model']}, {r['machine']['cpu']['cores']} "
-             f"cores, load {r['machine']['loadavg_start']} -> {r['machine']['loadavg_end']}",
-             f"bundle {r['bundle']['path']} ({r['bundle']['frame_gmac']} GMAC/frame), "
-             f"backend {r['backend']}, source {r['source']['path']}", ""]
+    m = r["machine"]
+    lines = [f"pleura bench — {m['cpu']['model']}, {m['cpu']['cores']} cores "
+             f"({', '.join(m['cpu']['simd'])})", load_line(r),
+             f"bundle {r['bundle']['path']}, backend {r['backend']}, "
+             f"source {r['source']['path']}", ""]
+    if r.get("contended"):
+        lines += ["*** CONTENDED: these figures measure the machine's other work as much as "
+                  "the code ***", ""]
     lines.append(f"decode (PyAV) {r['decode']['fps']} fps; preprocessing p50 "
                  f"{r['preprocess']['frame']['ms']['p50']} ms/frame")
-    lines.append("")
-    lines.append(f"{'model':<22}{'batch':>6}{'p50 ms':>10}{'p99 ms':>10}{'ms/frame':>10}"
-                 f"{'fps':>9}")
-    for name, rows in r["inference"].items():
-        for row in rows or []:
-            lines.append(f"{name:<22}{row['batch']:>6}{_f(row['ms']['p50'], 2):>10}"
-                         f"{_f(row['ms']['p99'], 2):>10}{_f(row['ms_per_frame'], 2):>10}"
-                         f"{_f(row['fps']):>9}")
-    lines += ["", "frame scoring, unpaced (decode + preprocess + model), median of rounds:"]
-    tp = r["throughput"]
-    for name, fps in tp["median_fps"].items():
-        ratio = r["ratios"].get(name)
-        res = _resources(tp["rounds"], name)
-        lines.append(f"  {name:<20}{_f(fps, 2):>9} frames/s  CPU {res[0]}%  peak RSS {res[1]} MB"
-                     + (f"   x{ratio:.2f} vs baseline" if ratio and name != "baseline" else ""))
-    if not r["baseline"]["available"]:
-        lines.append(f"  baseline skipped: {r['baseline']['skipped_reason']}")
-    p = r["paced"]
-    lat = p.get("latency_ms") or {}
-    lines += ["", f"real-time paced, 1 stream ({p.get('mode')}): latency p50 "
-                  f"{_f(lat.get('p50'))} ms, p99 {_f(lat.get('p99'))} ms, served "
-                  f"{_f(p.get('served_fraction'), 3)} of frames"]
-    lines.append("")
-    lines.append(f"{'streams':>8}{'served fps':>12}{'served %':>10}{'p50 ms':>9}{'p99 ms':>9}"
-                 f"{'unpaced fps':>13}{'CPU %':>7}")
-    for row in r["scaling"]["streams"]:
-        pc = row["paced"]
-        lines.append(f"{row['streams']:>8}{_f(pc['processed_fps']):>12}"
-                     f"{_f(100 * pc['served_fraction']):>10}{_f(pc['latency_ms']['p50']):>9}"
-                     f"{_f(pc['latency_ms']['p99']):>9}{_f(row['unpaced']['fps']):>13}"
-                     f"{_f(pc['cpu_percent'], 0):>7}")
-    lines.append(f"  {r['scaling']['streams_growth']['text']}")
-    lines.append("")
-    lines.append(f"{'source':>8}{'MP':>7}{'decode fps':>12}{'prep ms':>9}{'infer ms':>10}"
-                 f"{'pipeline fps':>14}")
-    for row in r["scaling"]["resolutions"]:
-        lines.append(f"{row['name']:>8}{row['megapixels']:>7.2f}{_f(row['decode']['fps']):>12}"
-                     f"{_f(row['preprocess_ms_p50'], 2):>9}"
-                     f"{_f(row['pipeline']['stage_ms']['infer'], 1):>10}"
-                     f"{_f(row['pipeline']['fps']):>14}")
-    lines.append(f"  {r['scaling']['resolutions_growth']['text']}")
-    c = r["limits"]["cpu"]
-    lines += ["", f"physical limit: {c['formula']} = {c['peak_gflops_fp32']} GFLOP/s fp32 peak; "
-                  f"{c['frame_gflop']} GFLOP/frame -> <= {c['max_fps_at_peak']} frames/s "
-                  f"(numpy sgemm attains {c['sgemm_gflops_measured']} GFLOP/s here now)"]
-    g = r["limits"].get("gpu_estimate")
-    if g:
-        for name, sc in g["scenarios"].items():
-            b1, b8 = sc["b1"], sc[[k for k in sc if k.startswith("b") and k != "b1"][-1]]
-            lines.append(f"GPU ESTIMATE, not measured ({g['gpu']}, {g.get('models', '')}; "
-                         f"{name}: {sc['assumed']}): "
-                         f"frame + seg {b1['frame_plus_seg_ms']} ms/frame at batch 1, "
-                         f"~{b8['streams_30fps']} x 30-fps streams batched")
-    t = r["targets"]["cpu_3x_baseline"]
-    lines.append(f"target CPU >= 3x baseline: best {_f(t['best_ratio'], 2)}x ({t['best']}) -> "
-                 f"{'met' if t['met'] else 'NOT met'}")
+    lines += ["", *markdown_models(r).splitlines(), "",
+              "frame scoring, unpaced (decode + preprocess + model), median of rounds:",
+              *markdown_throughput(r).splitlines()]
+    for name, b in (r.get("baselines") or {}).items():
+        if not b.get("available"):
+            lines.append(f"  {name} baseline skipped: {b.get('skipped_reason')}")
+        elif b.get("compile"):
+            lines.append(f"  tuned baseline: {b.get('what')}")
+    if r.get("seg"):
+        lines += ["", "segmentation lane (models alone):", *markdown_seg(r).splitlines()]
+    if r.get("paced") or r.get("paced_baselines"):
+        lines += ["", "real-time, one stream:", *markdown_paced(r).splitlines()]
+    if r.get("scaling"):
+        lines += ["", *markdown_scaling(r).splitlines()]
+    lines += ["", *markdown_limits(r).splitlines()]
+    for which, t in r["targets"].items():
+        lines.append(f"target {which}: best {_x(t['best_ratio'])} ({t['best']}) -> "
+                     f"{'met' if t['met'] else 'NOT met'}")
     return "\n".join(lines)
 
 
-def markdown(r: Mapping[str, Any]) -> str:
-    """The result tables as Markdown (for docs/): ``python -m benchmarks.report b.json``."""
-    out = ["| model | batch | p50 ms | p99 ms | ms/frame | frames/s |", "|---|---|---|---|---|---|"]
-    for name, rows in r["inference"].items():
-        for row in rows or []:
-            out.append(f"| {name} | {row['batch']} | {_f(row['ms']['p50'], 1)} | "
-                       f"{_f(row['ms']['p99'], 1)} | {_f(row['ms_per_frame'], 1)} | "
-                       f"{_f(row['fps'], 2)} |")
-    out += ["", "| frame scoring, unpaced (decode + preprocess + model) | frames/s (median) | "
-                "per round | vs baseline | CPU % (max) | peak RSS MB |",
-            "|---|---|---|---|---|---|"]
-    for name, fps in r["throughput"]["median_fps"].items():
-        per = ", ".join(_f(rd[name]["fps"], 2) for rd in r["throughput"]["rounds"])
-        ratio = r["ratios"].get(name)
-        cpu, rss = _resources(r["throughput"]["rounds"], name)
-        out.append(f"| {name} | {_f(fps, 2)} | {per} | "
-                   f"{'1 (reference)' if name == 'baseline' else _f(ratio, 2) + '×'} | "
-                   f"{cpu} | {rss} |")
-    out += ["", "| streams | mode | served frames/s | served % | latency p50 ms | p99 ms | "
-                "unpaced frames/s (batch = streams) | CPU % |", "|---|---|---|---|---|---|---|---|"]
-    for row in r["scaling"]["streams"]:
-        pc = row["paced"]
-        out.append(f"| {row['streams']} | {pc['mode']} | {_f(pc['processed_fps'])} | "
-                   f"{_f(100 * pc['served_fraction'])} | {_f(pc['latency_ms']['p50'])} | "
-                   f"{_f(pc['latency_ms']['p99'])} | {_f(row['unpaced']['fps'], 2)} | "
-                   f"{_f(pc['cpu_percent'], 0)} |")
-    out += ["", "| source frames | MP | decode fps | preprocess ms | inference ms | "
-                "pipeline frames/s |", "|---|---|---|---|---|---|"]
-    for row in r["scaling"]["resolutions"]:
-        out.append(f"| {row['name']} ({row['hw'][1]}×{row['hw'][0]}) | {row['megapixels']} | "
-                   f"{_f(row['decode']['fps'])} | {_f(row['preprocess_ms_p50'], 2)} | "
-                   f"{_f(row['pipeline']['stage_ms']['infer'])} | "
-                   f"{_f(row['pipeline']['fps'], 2)} |")
+def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
 
 
-if __name__ == "__main__":
-    import json
-    import sys
-    from pathlib import Path
+def _pct(u: Mapping[str, Any] | None) -> str:
+    if not u:
+        return "-"
+    return f"{u['pct_of_limit']:.0f} % ({u['pct_of_limit_used_macs']:.0f} %)"
 
-    print(markdown(json.loads(Path(sys.argv[1]).read_text())))
+
+def markdown_throughput(r: Mapping[str, Any]) -> str:
+    """Unpaced frame scoring: every candidate vs the naive and the tuned baseline."""
+    tp = r["throughput"]
+    util = ((r.get("limits") or {}).get("utilisation") or {}).get("frame_pipeline", {})
+    rows = []
+    for name, fps in tp["median_fps"].items():
+        per = ", ".join(_f(rd[name]["fps"], 2) for rd in tp["rounds"])
+        cpu, rss = _resources(tp["rounds"], name)
+        rows.append([name, _f(fps, 2), per, _x(r["ratios"]["vs_naive"].get(name)),
+                     _x(r["ratios"]["vs_tuned"].get(name)), cpu, rss, _pct(util.get(name))])
+    return _table(["candidate (decode + preprocess + model)", "frames/s (median)", "per round",
+                   "vs naive", "vs tuned", "CPU % (max)", "peak RSS MB",
+                   "% of limit (used MACs)"], rows)
+
+
+def markdown_models(r: Mapping[str, Any]) -> str:
+    """Each frame model alone (random inputs), with ratios and % of the machine's limit."""
+    util = ((r.get("limits") or {}).get("utilisation") or {}).get("frame_model_only", {})
+    rm = r.get("ratios_model_only") or {"vs_naive": {}, "vs_tuned": {}}
+    rows = []
+    for name, rs in (r.get("inference") or {}).items():
+        prefix = "ort_" + name.removeprefix("frame_") if name.startswith("frame_") else name
+        for row in rs or []:
+            key = f"{prefix}_b{row['batch']}"
+            rows.append([key, row["batch"], _f(row["ms"]["p50"], 1), _f(row["ms"]["p99"], 1),
+                         _f(row["ms_per_frame"], 1), _f(row["fps"], 2),
+                         _x(rm["vs_naive"].get(key)), _x(rm["vs_tuned"].get(key)),
+                         _pct(util.get(key))])
+    return _table(["model alone", "batch", "p50 ms", "p99 ms", "ms/frame", "frames/s",
+                   "vs naive", "vs tuned", "% of limit (used MACs)"], rows)
+
+
+def markdown_seg(r: Mapping[str, Any]) -> str:
+    s = r["seg"]
+    util = ((r.get("limits") or {}).get("utilisation") or {}).get("seg_model_only", {})
+    rows = [[k, _f(v, 2), _x(s["ratios"]["vs_naive"].get(k)), _x(s["ratios"]["vs_tuned"].get(k)),
+             _pct(util.get(k))] for k, v in s["fps"].items()]
+    return _table([f"seg ensemble ({', '.join(s['members'])}) alone", "frames/s", "vs naive",
+                   "vs tuned", "% of limit (used MACs)"], rows)
+
+
+def markdown_paced(r: Mapping[str, Any]) -> str:
+    """One real-time stream: pleura live's processes and the PyTorch baselines' loops."""
+    runs = {}
+    if r.get("paced"):
+        runs[f"pleura ({r['paced'].get('mode')})"] = r["paced"]
+    for k, v in (r.get("paced_baselines") or {}).items():
+        runs[f"{k} (in-process loop, batch 1)"] = v
+    rows = []
+    for name, p in runs.items():
+        lat = p.get("latency_ms") or {}
+        sf = p.get("served_fraction")
+        rows.append([name, _f(p.get("source_fps")), _f(p.get("processed_fps")),
+                     _f(None if sf is None else 100 * sf), _f(lat.get("p50")),
+                     _f(lat.get("p99")), _f(p.get("cpu_percent"), 0),
+                     _f(p.get("peak_rss_mb"), 0)])
+    return _table(["real-time, 1 stream", "source fps", "scored fps", "% of frames scored",
+                   "e2e p50 ms", "e2e p99 ms", "CPU %", "RSS MB"], rows)
+
+
+def markdown_scaling(r: Mapping[str, Any]) -> str:
+    rows = []
+    for row in r["scaling"]["streams"]:
+        pc = row["paced"]
+        rows.append([row["streams"], pc["mode"], _f(pc["processed_fps"]),
+                     _f(100 * pc["served_fraction"]), _f(pc["latency_ms"]["p50"]),
+                     _f(pc["latency_ms"]["p99"]), _f(row["unpaced"]["fps"], 2),
+                     _f(pc["cpu_percent"], 0)])
+    out = _table(["streams", "mode", "served frames/s", "served %", "latency p50 ms", "p99 ms",
+                  "unpaced frames/s (batch = streams)", "CPU %"], rows)
+    rows = [[f"{row['name']} ({row['hw'][1]}×{row['hw'][0]})", row["megapixels"],
+             _f(row["decode"]["fps"]), _f(row["preprocess_ms_p50"], 2),
+             _f(row["pipeline"]["stage_ms"]["infer"]), _f(row["pipeline"]["fps"], 2)]
+            for row in r["scaling"]["resolutions"]]
+    return out + "\n\n" + _table(["source frames", "MP", "decode fps", "preprocess ms",
+                                  "inference ms", "pipeline frames/s"], rows)
+
+
+def markdown_limits(r: Mapping[str, Any]) -> str:
+    """MACs of the executed graphs, the measured peak, the ceiling."""
+    lim = r["limits"]
+    c = lim["cpu"]
+    rows = []
+    for name, m in lim["macs"].items():
+        for i, mm in enumerate(m if isinstance(m, list) else [m]):
+            if mm:
+                label = f"{name}[{i}]" if isinstance(m, list) else name
+                rows.append([label, _f(mm["gmac"], 4), _f(mm["gmac_used"], 4),
+                             _f(mm["gmac_int8"], 4)])
+    peak = c["peak"]
+    how = (f"measured by benchmarks/fma_peak.c ({peak.get('fp32_mode')} / "
+           f"{peak.get('int8_mode')}, {peak.get('threads')} threads)" if peak.get("measured")
+           else f"NOT measured ({peak.get('reason')}): nominal formula")
+    return (_table(["graph (batch 1)", "GMAC executed", "GMAC used (rows reaching an output)",
+                    "of which int8"], rows) +
+            f"\n\nPeak: fp32 {_f(c['fp32_gflops'])} GFLOP/s, int8 {_f(c['int8_gops'])} GOP/s, "
+            f"{how}; nominal from /proc/cpuinfo {c['nominal_fp32_gflops']} GFLOP/s fp32 "
+            f"({c['nominal_formula']}). Frame model (fp32 graph) ceiling at peak: "
+            f"{_f(c.get('max_fps_at_peak'))} frames/s executed, "
+            f"{_f(c.get('max_fps_at_peak_used_macs'))} frames/s if only used rows were computed.")
+
+
+def markdown(r: Mapping[str, Any]) -> str:
+    """Every detail table of one result (for docs/performance/bench.md)."""
+    parts = [load_line(r), markdown_models(r), markdown_throughput(r)]
+    if r.get("seg"):
+        parts.append(markdown_seg(r))
+    if r.get("paced") or r.get("paced_baselines"):
+        parts.append(markdown_paced(r))
+    if r.get("scaling"):
+        parts.append(markdown_scaling(r))
+    parts.append(markdown_limits(r))
+    return "\n\n".join(parts)
+
+
+def _source(r: Mapping[str, Any], label: str) -> str:
+    return (f"*{label}: `{r['command']}`, {r['created_at']}, "
+            f"{r['machine']['cpu']['model']} × {r['machine']['cpu']['cores']} cores. "
+            f"{load_line(r)}.*")
+
+
+def headline(quiet: Mapping[str, Any]) -> str:
+    """The headline table: every ORT candidate vs both baselines, pipeline and model alone."""
+    tp = quiet["throughput"]["median_fps"]
+    mo = _model_only_index(quiet)
+    rmo = quiet.get("ratios_model_only") or {"vs_naive": {}, "vs_tuned": {}}
+    util = (quiet["limits"].get("utilisation") or {})
+    rows = []
+    for name in tp:
+        rows.append([name, _f(tp[name], 1), _x(quiet["ratios"]["vs_naive"].get(name)),
+                     _x(quiet["ratios"]["vs_tuned"].get(name)), _f(mo.get(name), 1),
+                     _x(rmo["vs_naive"].get(name)), _x(rmo["vs_tuned"].get(name)),
+                     _pct(util.get("frame_model_only", {}).get(name))])
+    head = ["candidate", "pipeline frames/s", "vs naive", "vs tuned", "model alone frames/s",
+            "vs naive", "vs tuned", "% of limit, model alone (used MACs)"]
+    return _table(head, rows) + "\n\n" + _source(quiet, "measured by")
+
+
+def _model_only_index(r: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, rows in (r.get("inference") or {}).items():
+        prefix = "ort_" + key.removeprefix("frame_") if key.startswith("frame_") else key
+        for row in rows:
+            out[f"{prefix}_b{row['batch']}"] = row["fps"]
+    return out
+
+
+def contended_table(quiet: Mapping[str, Any], busy: Mapping[str, Any]) -> str:
+    """How each candidate degrades under the fixed background load: frames/s quiet vs busy."""
+    q, b = quiet["throughput"]["median_fps"], busy["throughput"]["median_fps"]
+    n = (busy.get("load", {}).get("background_load") or {}).get("processes", "?")
+    rows = []
+    for name in q:
+        if name in b:
+            rows.append([name, _f(q[name], 1), _f(b[name], 1), f"{100 * b[name] / q[name]:.0f} %"
+                         if q[name] else "-", _x(busy["ratios"]["vs_naive"].get(name)),
+                         _x(busy["ratios"]["vs_tuned"].get(name))])
+    return (_table(["candidate", "quiet frames/s", f"with {n} busy-loop processes",
+                    "retained", "vs naive (loaded)", "vs tuned (loaded)"], rows)
+            + "\n\n" + _source(busy, "contended run"))
+
+
+def live_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per result: its bundle's live end-to-end figures (``paced``)."""
+    rows = []
+    for label, r in results.items():
+        p = r.get("paced") or {}
+        lat = p.get("latency_ms") or {}
+        sf = p.get("served_fraction")
+        rows.append([label, p.get("mode", "-"), _f(p.get("source_fps")),
+                     _f(None if sf is None else 100 * sf, 2), _f(lat.get("p50")),
+                     _f(lat.get("p99")), _f(p.get("cpu_percent"), 0),
+                     _f(p.get("peak_rss_mb"), 0), load_line(r).split(";")[0]])
+    return _table(["bundle", "mode", "source fps", "% scored", "e2e p50 ms", "e2e p99 ms",
+                   "CPU %", "RSS MB", "load"], rows) + "\n\n" + "\n".join(
+        f"*{label}: `{r['command']}`, {r['created_at']}.*" for label, r in results.items())
+
+
+def ui_table(u: Mapping[str, Any]) -> str:
+    """The live page in Chromium (``python -m ui.browser_bench --json``)."""
+    la = u.get("load_avg") or []
+    row = [_f(u.get("mean_fps")), _f(u.get("ui_results_per_s")),
+           f"{_f(u.get('display_p50_ms'), 0)} / {_f(u.get('display_p95_ms'), 0)}",
+           f"{_f(u.get('latency_p50_ms'), 0)} / {_f(u.get('latency_p95_ms'), 0)}",
+           ", ".join(f"{v:.2f}" for v in la)]
+    return (_table(["displayed fps (mean)", "results at the UI /s", "display latency p50 / p95 ms",
+                    "end-to-end p50 / p95 ms", "load average at the end"], [row])
+            + f"\n\n*`{u.get('command')}` ({u.get('bundle')}, source {u.get('source')}).*")
+
+
+DOC_BLOCKS: dict[str, tuple[Sequence[str], Callable[..., str]]] = {
+    "headline": (("quiet-regstn",), headline),
+    "limits": (("quiet-regstn",), markdown_limits),
+    "seg": (("quiet-regstn",), markdown_seg),
+    "paced": (("quiet-regstn",), markdown_paced),
+    "contended": (("quiet-regstn", "contended-regstn"), contended_table),
+    "detail": (("quiet-regstn",), markdown),
+    "ui": (("quiet-ui",), ui_table),
+    "live": (("quiet-regstn", "quiet-default", "quiet-cnn-sord", "quiet-dummy"),
+             lambda *rs: live_table({r["bundle"]["name"] + (" (dummy)" if r["bundle"]["dummy"]
+                                                            else ""): r for r in rs})),
+}
+"""Marker name -> (result files it needs, without .json; the function that renders them)."""
+
+
+def render_blocks(results: Path) -> dict[str, str]:
+    """Every :data:`DOC_BLOCKS` block whose JSON files exist under ``results``."""
+    out = {}
+    for name, (files, fn) in DOC_BLOCKS.items():
+        paths = [results / f"{f}.json" for f in files]
+        have = [p for p in paths if p.is_file()]
+        if name == "live" and have:
+            out[name] = fn(*[json.loads(p.read_text()) for p in have])
+        elif len(have) == len(paths):
+            out[name] = fn(*[json.loads(p.read_text()) for p in paths])
+    return out
+
+
+def update_markdown(text: str, blocks: Mapping[str, str]) -> tuple[str, list[str]]:
+    """Replace the body of each ``<!-- bench:NAME -->…<!-- /bench:NAME -->`` block.
+
+    Returns:
+        (new text, names replaced).
+    """
+    done = []
+    for name, body in blocks.items():
+        pat = re.compile(rf"(<!-- bench:{re.escape(name)} -->\n).*?(<!-- /bench:{re.escape(name)}"
+                         rf" -->)", re.S)
+        text, n = pat.subn(lambda m, body=body: m.group(1) + body.rstrip() + "\n" + m.group(2),
+                           text)
+        if n:
+            done.append(name)
+    return text, done
+
+
+def update_docs(results: Path, docs: Sequence[Path]) -> dict[str, list[str]]:
+    """Regenerate the marked tables of ``docs`` from the JSON files in ``results``."""
+    blocks = render_blocks(results)
+    out = {}
+    for doc in docs:
+        text, done = update_markdown(doc.read_text(), blocks)
+        doc.write_text(text)
+        out[str(doc)] = done
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["update-docs"]:
+        import argparse
+
+        p = argparse.ArgumentParser(prog="python -m benchmarks.report update-docs")
+        p.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+        p.add_argument("docs", nargs="*", type=Path,
+                       default=[Path("docs/performance.md"), Path("docs/performance/bench.md")])
+        a = p.parse_args(argv[1:])
+        for doc, names in update_docs(a.results, a.docs).items():
+            print(f"{doc}: regenerated {', '.join(names) or 'nothing (no JSON yet)'}")
+        return 0
+    if len(argv) != 1:
+        print("usage: python -m benchmarks.report FILE.json | update-docs [--results DIR] "
+              "[DOC.md ...]", file=sys.stderr)
+        return 2
+    print(markdown(json.loads(Path(argv[0]).read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

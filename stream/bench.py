@@ -1,15 +1,24 @@
-"""``pleura bench``: how fast the runtime scores frames on this machine, next to a naive baseline.
+"""``pleura bench``: how fast the runtime scores frames on this machine, against PyTorch.
 
 One run measures, with the runtime's own code (PyAV decoding, :mod:`engines.preprocess`,
 :func:`engines.create_engine`): decode fps; preprocessing; each model's latency (p50/p99) at
-several batch sizes; end-to-end latency under real-time pacing; the highest unpaced
-throughput; CPU and peak memory; scaling with concurrent streams and source resolution; and,
-**in the same run, interleaved round by round**, the naive baseline of
-:mod:`benchmarks.baseline` (the same Reg-STN in PyTorch eager with an OpenCV read loop, in its
-own process). Ratios are candidate frames/s divided by baseline frames/s, medians over rounds.
+several batch sizes; the unpaced frame-scoring throughput; the segmentation lane; end-to-end
+latency under real-time pacing (``pleura live`` processes); scaling with streams and source
+resolution; and the machine's limit (MACs of the executed graphs, a measured peak).
+
+Every speed is set against **two PyTorch baselines of the same model, measured in the same
+run, interleaved round by round** (:mod:`benchmarks.baseline`): the *naive* one a researcher
+would write (eager, batch 1, ``no_grad``) and the *tuned* one a PyTorch expert would write
+(``inference_mode``, channels-last, batch 8, ``torch.compile`` where it works). Ratios are
+candidate frames/s over each baseline's, medians over rounds.
+
+The machine's load is recorded before, during and after every phase
+(:mod:`benchmarks.load`): a run that starts on a busy machine is refused, one that became
+busy is marked CONTENDED and exits non-zero, unless ``--allow-busy``;
+``--background-load N`` measures under a fixed, documented contention on purpose.
 
 The measuring helpers live in ``benchmarks/`` (a source-checkout tool, not the runtime); this
-module never imports torch (the baseline runs in a spawned child).
+module never imports torch (the baselines run in spawned children).
 """
 
 from __future__ import annotations
@@ -18,7 +27,6 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -32,10 +40,13 @@ FAST = {"seconds": 1.0, "rounds": 1, "streams": (1, 2), "resolutions": ("256", "
         "batches": (1, 4)}
 """``--fast``: tiny phases, for the test suite (numbers are not meant to be quoted)."""
 
+SKIPPABLE = ("inference", "seg", "paced", "paced-baselines", "scaling")
+"""Phases ``--skip`` can leave out (decode, preprocessing, throughput and limits always run)."""
+
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What to measure and for how long (``seconds`` sets every phase's duration)."""
+    """What to measure, for how long (``seconds`` sets every phase), and under which load."""
 
     seconds: float = 20.0
     rounds: int = 3
@@ -47,6 +58,15 @@ class BenchConfig:
     backend: str = "auto"
     fast: bool = False
     paced: str = "auto"
+    tuned_batch: int = 8
+    compile: bool = True
+    skip: tuple[str, ...] = ()
+    allow_busy: bool = False
+    background_load: int = 0
+    max_others_busy: float = 0.10
+    max_load: float | None = None
+    wait_quiet: float = 60.0
+    peak_seconds: float = 0.6
     phase: dict[str, float] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -56,6 +76,11 @@ class BenchConfig:
             raise ValueError("--seconds must be > 0 and --rounds >= 1")
         if not self.streams or min(self.streams) < 1 or not self.batches or min(self.batches) < 1:
             raise ValueError("--streams and --batch need positive integers, e.g. 1,2,4")
+        if self.tuned_batch < 1 or self.background_load < 0:
+            raise ValueError("--tuned-batch must be >= 1 and --background-load >= 0")
+        bad = [s for s in self.skip if s not in SKIPPABLE]
+        if bad:
+            raise ValueError(f"--skip: unknown phase(s) {bad}; choose from {', '.join(SKIPPABLE)}")
         s = self.seconds
         self.phase.update(micro=max(0.3, s / 8), throughput=max(0.5, s / 2), paced=s,
                           streams_paced=max(1.0, s / 2), streams_unpaced=max(0.5, s / 4),
@@ -75,7 +100,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dummy", action="store_true",
                    help="use a tiny test bundle (engines.testing): exercises the tool, its "
                         "numbers mean nothing")
-    p.add_argument("--backend", default="auto", help="auto | onnxruntime | tensorrt")
+    p.add_argument("--backend", default="auto", help="auto | onnxruntime | tensorrt | ray (Ray "
+                   "Serve vs the local engine, 1 and 2 replicas: benchmarks/serve_bench.py)")
+    p.add_argument("--serve-address", help="--backend ray: a running Ray cluster (default: a "
+                   "private local one)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all)")
     p.add_argument("--source", type=Path, help="video clip (default: a real 30-fps POCUS clip)")
     p.add_argument("--seconds", type=float, help="duration of the main phases (default 20)")
@@ -92,10 +120,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--untrained", action="store_true",
                    help="export an untrained Reg-STN (+ U-Net, int8) to a temporary bundle "
                         "and measure that (needs torch; speed does not depend on weights)")
-    p.add_argument("--no-baseline", action="store_true", help="skip the PyTorch baseline")
+    p.add_argument("--no-baseline", action="store_true", help="skip the PyTorch baselines")
     p.add_argument("--baseline-run", type=Path,
-                   help="trained frame run for the baseline (default: runs/frame-regstn if "
+                   help="trained frame run for the baselines (default: runs/frame-regstn if "
                         "present, else an untrained Reg-STN: speed does not depend on weights)")
+    p.add_argument("--baseline-model", default="reg-stn",
+                   help="train.models registry name of the baselines' frame model when no "
+                        "run is given (default reg-stn: the paper's model)")
+    p.add_argument("--tuned-batch", type=int, default=8,
+                   help="batch of the tuned PyTorch baseline (default 8)")
+    p.add_argument("--no-compile", action="store_true",
+                   help="tuned baseline without torch.compile (recorded as the reason)")
+    p.add_argument("--skip", default="", help=f"phases to leave out: {','.join(SKIPPABLE)}")
+    _add_load_arguments(p)
+
+
+def _add_load_arguments(p: argparse.ArgumentParser) -> None:
+    """The load guard and the contended mode (:mod:`benchmarks.load`)."""
+    p.add_argument("--allow-busy", action="store_true",
+                   help="measure even when the machine is busy; figures marked CONTENDED")
+    p.add_argument("--background-load", type=int, default=0, metavar="N",
+                   help="start N busy-loop processes for the whole run: a fixed, documented "
+                        "contention, to see how each candidate degrades (recorded)")
+    p.add_argument("--max-others-busy", type=float, default=0.10, metavar="FRACTION",
+                   help="refuse when other processes keep more than this fraction of the "
+                        "machine's CPU busy (default 0.10)")
+    p.add_argument("--max-load", type=float, metavar="LOADAVG",
+                   help="refuse when the 1-minute load average exceeds this before the run "
+                        "(default: the number of cores)")
+    p.add_argument("--wait-quiet", type=float, metavar="SECONDS",
+                   help="wait up to this long for a busy machine to quieten before refusing "
+                        "(default 60; 0 with --fast)")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -108,13 +163,22 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if bad:
         raise SystemExit(f"pleura bench: unknown resolution(s) {bad}; valid: "
                          f"{', '.join(RESOLUTIONS)}")
-    return BenchConfig(
-        seconds=args.seconds or base.get("seconds", 20.0),
-        rounds=args.rounds or base.get("rounds", 3),
-        streams=args.streams or base.get("streams", BenchConfig.streams),
-        resolutions=res, batches=args.batch or base.get("batches", BenchConfig.batches),
-        baseline=not args.no_baseline, threads=args.threads, backend=args.backend,
-        fast=args.fast, paced=args.paced)
+    try:
+        return BenchConfig(
+            seconds=args.seconds or base.get("seconds", 20.0),
+            rounds=args.rounds or base.get("rounds", 3),
+            streams=args.streams or base.get("streams", BenchConfig.streams),
+            resolutions=res, batches=args.batch or base.get("batches", BenchConfig.batches),
+            baseline=not args.no_baseline, threads=args.threads, backend=args.backend,
+            fast=args.fast, paced=args.paced, tuned_batch=args.tuned_batch,
+            compile=not args.no_compile,
+            skip=tuple(s for s in args.skip.split(",") if s.strip()),
+            allow_busy=args.allow_busy, background_load=args.background_load,
+            max_others_busy=args.max_others_busy, max_load=args.max_load,
+            wait_quiet=args.wait_quiet if args.wait_quiet is not None else
+            (0.0 if args.fast else 60.0), peak_seconds=0.1 if args.fast else 0.6)
+    except ValueError as exc:
+        raise SystemExit(f"pleura bench: {exc}") from None
 
 
 def _ensure_benchmarks() -> None:
@@ -180,228 +244,214 @@ def _baseline_run_dir(args: argparse.Namespace) -> Path | None:
     return default if (default / "config.json").is_file() else None
 
 
-def _parity(base, engine, spec, frames) -> dict[str, Any]:
-    """Max |p_torch - p_onnx| on two real frames. ≤ 1e-4 proves baseline and candidate are the
-    same model (same weights: ``--untrained`` seeds both alike, or the baseline loads the run
-    the bundle was exported from); otherwise only the architecture is shared, which is all
-    speed depends on."""
-    import numpy as np
-
-    from engines.preprocess import preprocess_batch
-
-    x, _ = preprocess_batch(frames[:2], spec)
-    diff = float(np.abs(base.probs(x) - engine.frame(x).probs).max())
-    return {"max_abs_diff_probs": round(diff, 8), "same_weights": diff <= 1e-4}
 
 
-def _throughput(cfg: BenchConfig, eng: dict[str, Any], spec, clip: Path, base) -> dict:
-    """Interleaved rounds of unpaced frame scoring: baseline and every candidate per round."""
-    from benchmarks.timing import pipeline_throughput
-
-    bmax = max(cfg.batches)
-    cands: dict[str, Any] = {"ort_fp32_b1": (eng["fp32"], 1)}
-    if "int8" in eng:
-        cands["ort_int8_b1"] = (eng["int8"], 1)
-    if bmax > 1:
-        cands[f"ort_fp32_b{bmax}"] = (eng["fp32"], bmax)
-        if "int8" in eng:
-            cands[f"ort_int8_b{bmax}"] = (eng["int8"], bmax)
-    names = (["baseline"] if base else []) + list(cands)
-    t = cfg.phase["throughput"]
-    rounds = []
-    for r in range(cfg.rounds):
-        row = {}
-        for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order
-            log.info("throughput round %d/%d: %s", r + 1, cfg.rounds, name)
-            if name == "baseline":
-                row[name] = base.pipeline(clip, t)
-            else:
-                e, b = cands[name]
-                row[name] = pipeline_throughput(e, spec, [clip], b, t)
-        rounds.append(row)
-    med = {n: round(statistics.median(rd[n]["fps"] for rd in rounds), 2) for n in names}
-    return {"rounds": rounds, "median_fps": med, "seconds_per_candidate": t}
 
 
-def _inference(cfg: BenchConfig, eng: dict[str, Any], bundle, base) -> dict[str, Any]:
-    from benchmarks.timing import inference_stats
 
+
+
+
+
+
+
+
+def _header(args, cfg: BenchConfig, bundle, eng, clip: Path) -> dict[str, Any]:
+    from benchmarks import clips, limits
+
+    return {
+        "schema": "pleura-bench/2",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "pleura " + " ".join(sys.argv[1:]) if sys.argv else "",
+        "settings": {**{k: v for k, v in cfg.__dict__.items() if k != "phase"},
+                     "phase_seconds": cfg.phase},
+        "bundle": {"path": str(bundle.path), "name": bundle.name,
+                   "int8": bundle.frame_int8_file is not None,
+                   "seg_members": [m.name for m in bundle.seg_members],
+                   "dummy": bool(args.dummy)},
+        "backend": getattr(eng["default"], "describe", lambda: eng["default"].backend)(),
+        "source": clips.clip_info(clip),
+        "machine": {"cpu": limits.cpu_info(), "python": sys.version.split()[0],
+                    "ncpu": os.cpu_count()},
+    }
+
+
+def _frame_lanes(args, cfg: BenchConfig, eng, bundle, clip: Path, src_frames, loads,
+                 result: dict[str, Any]) -> None:
+    """Baselines, models alone, unpaced throughput and the paced baselines (frame model)."""
+    from benchmarks import lanes
+    from benchmarks.baseline import torch_missing_reason
+    from benchmarks.lanes import both_ratios, frame_throughput, paced_baselines, start_baselines
+
+    tb = cfg.tuned_batch
+    paced_base = "paced-baselines" not in cfg.skip and "paced" not in cfg.skip
+    skip_reason = None if cfg.baseline else "--no-baseline"
+    skip_reason = skip_reason or torch_missing_reason()
     fs = bundle.frame_spec
-    shape = (fs.channels, fs.height, fs.width)
-    out: dict[str, Any] = {}
-    for key in ("fp32", "int8"):
-        if key in eng:
-            out[f"frame_{key}"] = inference_stats(eng[key].frame, shape, cfg.batches,
-                                                  cfg.phase["micro"])
-    d = eng["default"]
-    if d.has_segmentation():
-        ss = bundle.seg_spec
-        sshape = (ss.channels, ss.height, ss.width)
-        out["seg_ensemble"] = inference_stats(d.segment, sshape, cfg.batches,
-                                              cfg.phase["micro"])
-    if base is not None:
-        out["baseline_torch"] = [base.model_only(cfg.phase["micro"] * 2,
-                                                  min_iters=1 if cfg.fast else 3)]
+    batches = [tb, 1] if paced_base and tb != 1 else [tb]
+    with start_baselines(_baseline_run_dir(args), args.baseline_model, "frame",
+                         (fs.channels, fs.height, fs.width), batches, cfg.compile,
+                         skip_reason, loads) as (base, info):
+        if base["naive"] is not None:
+            info["naive"]["parity"] = lanes.parity(base["naive"], eng["fp32"], bundle.frame_spec,
+                                              src_frames)
+        if "inference" not in cfg.skip:
+            result["inference"] = lanes.inference(cfg, eng, bundle, base, loads)
+        result["throughput"] = frame_throughput(
+            cfg.rounds, cfg.phase["throughput"], lanes.ort_candidates(eng, cfg), base, tb,
+            bundle.frame_spec, clip, loads)
+        if paced_base:
+            result["paced_baselines"] = paced_baselines(base, clip, cfg.phase["paced"], loads)
+    result["baselines"] = info
+    naive = "torch_naive_b1" if base["naive"] is not None else None
+    tuned = f"torch_tuned_b{tb}" if base["tuned"] is not None else None
+    med = result["throughput"]["median_fps"]
+    result["ratios"] = both_ratios(med, naive, tuned)
+    if "inference" in result:
+        result["ratios_model_only"] = both_ratios(lanes.model_only_fps(result["inference"]),
+                                                  naive, tuned)
+
+
+def _targets(result: dict[str, Any], cfg: BenchConfig) -> dict[str, Any]:
+    """≥ 3× targets vs each baseline: the best ORT candidate and ORT int8 at the largest batch."""
+    out = {}
+    key = f"ort_int8_b{max(cfg.batches)}"
+    for which in ("naive", "tuned"):
+        r = {k: v for k, v in result["ratios"][f"vs_{which}"].items() if k.startswith("ort_")}
+        best = max(r.items(), key=lambda kv: kv[1], default=(None, None))
+        out[f"cpu_3x_{which}"] = {"target": 3.0, "best": best[0], "best_ratio": best[1],
+                                  "met": bool(best[1] and best[1] >= 3.0),
+                                  key: r.get(key)}
     return out
 
 
-def _scaling(cfg: BenchConfig, engine, spec, src_frames, clip: Path, tmp: Path) -> dict:
-    from benchmarks import clips
-    from benchmarks.paced import paced_streams
-    from benchmarks.report import resolution_growth, stream_growth
-    from benchmarks.timing import pipeline_throughput, preprocess_stats
-
-    streams = []
-    for n in cfg.streams:
-        log.info("scaling: %d stream(s)", n)
-        streams.append({"streams": n,
-                        "paced": paced_streams(engine, spec, [clip] * n,
-                                               cfg.phase["streams_paced"]),
-                        "unpaced": pipeline_throughput(engine, spec, [clip] * n, n,
-                                                       cfg.phase["streams_unpaced"])})
-    res = []
-    for name in cfg.resolutions:
-        hw = clips.RESOLUTIONS[name]
-        log.info("scaling: %s source frames", name)
-        path = clips.resized_clip(src_frames[:30], hw, tmp / f"res-{name}.mp4")
-        frames = clips.read_frames(path, 30)
-        res.append({"name": name, "hw": list(hw), "megapixels": round(hw[0] * hw[1] / 1e6, 3),
-                    "decode": clips.decode_fps(path, cfg.phase["decode"]),
-                    "preprocess_ms_p50": preprocess_stats(frames, spec,
-                                                          cfg.phase["micro"])["ms"]["p50"],
-                    "pipeline": pipeline_throughput(engine, spec, [path], 1,
-                                                    cfg.phase["res_pipeline"])})
-    return {"streams": streams, "resolutions": res, "streams_growth": stream_growth(streams),
-            "resolutions_growth": resolution_growth(res) if res else {"text": "-"}}
-
-
-def _paced(cfg: BenchConfig, engine, spec, bundle_path: Path, clips: list[Path], seconds: float,
-           tmp: Path) -> dict[str, Any]:
-    """Real-time paced streams: the live runtime's processes if asked/available, else the
-    in-process loop (the result's ``mode`` says which)."""
-    from benchmarks.paced import live_runtime, live_runtime_available, paced_streams
-
-    want_live = cfg.paced == "live" or (cfg.paced == "auto" and not cfg.fast)
-    if want_live and live_runtime_available():
-        try:
-            return live_runtime(bundle_path, clips, seconds, tmp, cfg.backend, cfg.threads)
-        except Exception as exc:  # noqa: BLE001 - fall back, and say so in the result
-            log.warning("pleura live --headless failed (%s); using the in-process loop", exc)
-            out = paced_streams(engine, spec, clips, seconds)
-            return {**out, "live_runtime_error": str(exc)[-500:]}
-    return paced_streams(engine, spec, clips, seconds)
-
-
-def measure(args: argparse.Namespace, cfg: BenchConfig, tmp: Path) -> dict[str, Any]:
-    """Run every phase; returns the JSON-able result."""
-    from benchmarks import clips, limits
-    from benchmarks.baseline import BaselineProcess, torch_missing_reason
-    from benchmarks.report import ratios
+def measure(args: argparse.Namespace, cfg: BenchConfig, tmp: Path, loads) -> dict[str, Any]:
+    """Run every phase; returns the JSON-able result (the load record included)."""
+    from benchmarks import clips, lanes, limits
+    from benchmarks.lanes import limits_block
     from benchmarks.timing import preprocess_stats
     from engines import load_bundle
 
-    load0 = [round(v, 2) for v in os.getloadavg()]
     bundle = load_bundle(_resolve_bundle(args, tmp))
     eng = _engines(bundle, cfg)
     spec = bundle.frame_spec
     clip = args.source or clips.default_clip(tmp)
     src_frames = clips.read_frames(clip, 60)
-    counted = limits.onnx_macs(bundle.frame_file)
-    frame_gmac = counted["gmac"] if counted else round(limits.regstn_macs(1) / 1e9, 4)
-    result: dict[str, Any] = {
-        "schema": "pleura-bench/1", "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                 time.gmtime()),
-        "command": "pleura " + " ".join(sys.argv[1:]) if sys.argv else "",
-        "settings": {**{k: v for k, v in cfg.__dict__.items() if k != "phase"},
-                     "phase_seconds": cfg.phase},
-        "bundle": {"path": str(bundle.path), "name": bundle.name, "frame_gmac": frame_gmac,
-                   "frame_gmac_counted_in_onnx": counted, "int8": bundle.frame_int8_file
-                   is not None, "seg_members": [m.name for m in bundle.seg_members],
-                   "dummy": bool(args.dummy)},
-        "backend": getattr(eng["default"], "describe", lambda: eng["default"].backend)(),
-        "source": clips.clip_info(clip),
-    }
-    result["decode"] = clips.decode_fps(clip, cfg.phase["decode"])
-    result["preprocess"] = {"frame": preprocess_stats(src_frames, spec, cfg.phase["micro"])}
-    if bundle.seg_spec is not None:
-        result["preprocess"]["seg"] = preprocess_stats(src_frames, bundle.seg_spec,
-                                                       cfg.phase["micro"])
-    reason = None if cfg.baseline else "--no-baseline"
-    reason = reason or torch_missing_reason()
-    base_info: dict[str, Any] = {"available": False, "skipped_reason": reason}
-    base = None
-    try:
-        if reason is None:
-            base = BaselineProcess(_baseline_run_dir(args)).__enter__()
-            base_info = {"available": True, "skipped_reason": None, "info": base.info,
-                         "what": "PyTorch eager, one process, cv2.VideoCapture read loop, "
-                                 "batch 1, torch.no_grad() forward per frame"}
-    except RuntimeError as exc:
-        base_info["skipped_reason"] = str(exc)
-    if reason:
-        log.warning("baseline skipped: %s", base_info["skipped_reason"])
-    try:
-        if base is not None:
-            base_info["parity"] = _parity(base, eng["fp32"], spec, src_frames)
-        result["inference"] = _inference(cfg, eng, bundle, base)
-        result["throughput"] = _throughput(cfg, eng, spec, clip, base)
-    finally:
-        if base is not None:
-            base.close()
-    med = result["throughput"]["median_fps"]
-    if base is not None:
-        rounds = [rd["baseline"] for rd in result["throughput"]["rounds"]]
-        base_info["pipeline"] = rounds[len(rounds) // 2]
-        base_info["median_fps"] = med["baseline"]
-    result["baseline"] = base_info
-    result["ratios"] = ratios({k: v for k, v in med.items() if k != "baseline"},
-                              med.get("baseline"))
-    if base is not None:
-        b1 = result["inference"]["baseline_torch"][0]["ms_per_frame"]
-        result["ratios_model_only"] = {
-            f"{k}_b{row['batch']}": round(b1 / row["ms_per_frame"], 3)
-            for k, rows in result["inference"].items() if k.startswith("frame_")
-            for row in rows if row["ms_per_frame"]}
-    log.info("real-time paced run")
-    result["paced"] = _paced(cfg, eng["default"], spec, bundle.path, [clip], cfg.phase["paced"],
-                             tmp)
-    result["scaling"] = _scaling(cfg, eng["default"], spec, src_frames, clip, tmp)
-    cpu = limits.cpu_limit(frame_gmac, sgemm_seconds=0.5 if cfg.fast else 2.0)
-    seg_counts = [limits.onnx_macs(m.file) or {} for m in bundle.seg_members]
-    result["limits"] = {"cpu": cpu, "gpu_estimate": limits.gpu_estimate(
-        frame_gmac, (counted or {}).get("layers", 30),
-        sum(c.get("gmac", 0.0) for c in seg_counts) or None,
-        sum(c.get("layers", 0) for c in seg_counts))}
-    result["limits"]["gpu_estimate"]["models"] = (
-        "this bundle: frame model + seg members " + (", ".join(m.name for m in bundle.seg_members)
-                                                     or "(none)"))
-    runtime = {k: v for k, v in med.items() if k != "baseline"}
-    top = max(runtime, key=runtime.__getitem__)
-    result["max_sustainable_fps"] = {"candidate": top, "fps": runtime[top],
-                                     "what": "unpaced decode + preprocess + frame model, "
-                                             "one process, median of rounds"}
-    best = max(result["ratios"].items(), key=lambda kv: kv[1], default=(None, None))
-    result["targets"] = {"cpu_3x_baseline": {"target": 3.0, "best": best[0],
-                                             "best_ratio": best[1],
-                                             "met": bool(best[1] and best[1] >= 3.0)}}
-    result["machine"] = {"cpu": limits.cpu_info(), "loadavg_start": load0,
-                         "loadavg_end": [round(v, 2) for v in os.getloadavg()],
-                         "python": sys.version.split()[0]}
+    result = _header(args, cfg, bundle, eng, clip)
+    with loads.phase("peak"):
+        peak = limits.measured_peak(cfg.peak_seconds)
+    with loads.phase("decode"):
+        result["decode"] = clips.decode_fps(clip, cfg.phase["decode"])
+    with loads.phase("preprocess"):
+        result["preprocess"] = {"frame": preprocess_stats(src_frames, spec, cfg.phase["micro"])}
+        if bundle.seg_spec is not None:
+            result["preprocess"]["seg"] = preprocess_stats(src_frames, bundle.seg_spec,
+                                                           cfg.phase["micro"])
+    _frame_lanes(args, cfg, eng, bundle, clip, src_frames, loads, result)
+    if "seg" not in cfg.skip and eng["default"].has_segmentation():
+        result["seg"] = _seg(args, cfg, eng["default"], bundle, loads)
+    if "paced" not in cfg.skip:
+        log.info("real-time paced run")
+        with loads.phase("paced/live"):
+            result["paced"] = lanes.paced(cfg, eng["default"], spec, bundle.path, [clip],
+                                     cfg.phase["paced"], tmp)
+    if "scaling" not in cfg.skip:
+        with loads.phase("scaling"):
+            result["scaling"] = lanes.scaling(cfg, eng["default"], spec, src_frames, clip, tmp)
+    result["limits"] = limits_block(bundle, peak, lanes.model_only_fps(result.get("inference", {})),
+                                    result["throughput"]["median_fps"],
+                                    (result.get("seg") or {}).get("fps", {}))
+    result["limits"]["gpu_estimate"] = _gpu_estimate(bundle, result["limits"]["macs"])
+    _summary(result, cfg)
     for e in {id(v): v for v in eng.values()}.values():
         e.close()
     return result
 
 
+def _seg(args, cfg: BenchConfig, engine, bundle, loads) -> dict[str, Any]:
+    from benchmarks.baseline import torch_missing_reason
+    from benchmarks.lanes import seg_lane, start_baselines
+
+    seg = bundle.manifest["models"]["seg"][0]
+    arch = seg.get("arch") or seg["name"]
+    ss = bundle.seg_spec
+    skip = None if cfg.baseline else "--no-baseline"
+    skip = skip or torch_missing_reason()
+    if len(bundle.seg_members) > 1 and not skip:
+        skip = "the PyTorch seg baselines cover one-member bundles only"
+    with start_baselines(None, arch, "seg", (ss.channels, ss.height, ss.width),
+                         [cfg.tuned_batch], cfg.compile, skip, loads) as (base, info):
+        out = seg_lane(engine, bundle, base, cfg.batches, cfg.tuned_batch, cfg.phase["micro"],
+                       1 if cfg.fast else 3, loads)
+    out["baselines"] = info
+    return out
+
+
+def _gpu_estimate(bundle, macs: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks import limits
+
+    m32 = macs["frame_fp32"] or {}
+    seg = macs["seg_ensemble"] or {}
+    est = limits.gpu_estimate(m32.get("gmac", 0.0), m32.get("layers", 30), seg.get("gmac"),
+                              sum((m or {}).get("layers", 0) for m in macs["seg_members"]))
+    est["models"] = ("this bundle: frame model + seg members "
+                     + (", ".join(m.name for m in bundle.seg_members) or "(none)"))
+    return est
+
+
+def _summary(result: dict[str, Any], cfg: BenchConfig) -> None:
+    med = result["throughput"]["median_fps"]
+    runtime = {k: v for k, v in med.items() if k.startswith("ort_")}
+    top = max(runtime, key=runtime.__getitem__)
+    result["max_sustainable_fps"] = {"candidate": top, "fps": runtime[top],
+                                     "what": "unpaced decode + preprocess + frame model, "
+                                             "one process, median of rounds"}
+    result["targets"] = _targets(result, cfg)
+
+
+def _preflight(cfg: BenchConfig):
+    """(Thresholds, pre-flight reading, reasons it is contended)."""
+    from benchmarks.load import Thresholds, wait_until_quiet
+
+    th = Thresholds(others_busy=cfg.max_others_busy,
+                    loadavg1=cfg.max_load if cfg.max_load is not None
+                    else float(os.cpu_count() or 1))
+    reading, why = wait_until_quiet(th, cfg.wait_quiet, probe_s=1.0 if cfg.fast else 3.0,
+                                    log=log.warning)
+    return th, reading, why
+
+
 def run(args: argparse.Namespace) -> int:
     _ensure_benchmarks()
+    if args.backend == "ray":  # issue #17: its own comparison (the [serve] extra)
+        from benchmarks.serve_bench import main
+
+        return main(args)
     cfg = config_from_args(args)
+    from benchmarks.load import BackgroundLoad, PhaseLoads, refusal_message
     from benchmarks.report import format_table
 
-    with tempfile.TemporaryDirectory(prefix="pleura-bench-") as tmp:
-        result = measure(args, cfg, Path(tmp))
+    th, reading, why = _preflight(cfg)
+    if why and not cfg.allow_busy:
+        print(refusal_message(why, "before the run"), file=sys.stderr)
+        return 2
+    with BackgroundLoad(cfg.background_load) as bg, \
+            tempfile.TemporaryDirectory(prefix="pleura-bench-") as tmp:
+        loads = PhaseLoads(th, bg)
+        loads.preflight = reading
+        result = measure(args, cfg, Path(tmp), loads)
+        result["load"] = loads.record()
+    result["contention"] = result["load"]["contention"]
+    result["contended"] = result["contention"] != "quiet"
     print(format_table(result))
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"\nwrote {args.json_out}")
+    bad = result["load"]["contended_phases"]
+    if bad and not cfg.allow_busy and not cfg.background_load:
+        print(refusal_message([f"{k}: {'; '.join(v)}" for k, v in bad.items()],
+                              "during the run (figures written, marked CONTENDED)"),
+              file=sys.stderr)
+        return 3
     return 0
