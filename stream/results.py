@@ -1,7 +1,10 @@
-"""Pure helpers that turn model outputs into the RESULT message (display frame, boxes, masks).
+"""Display-only helpers: the scoring core's outputs -> the RESULT message's fields.
 
-The display frame is the grey frame the worker scored, shrunk to at most ``max_side`` pixels on
-its long side; boxes and masks are given in its pixel coordinates, so the UI only draws.
+The scoring itself (preprocess, engine, crop boxes and masks in source-frame pixels, running
+uninorm and findings) is :mod:`engines.scorer`; nothing here changes a number, it only scales
+source-pixel geometry to the display frame (the grey frame the worker scored, shrunk to at most
+``max_side`` pixels on its long side), encodes masks and writes the RESULT's ``video``,
+``crops`` and ``mask_display`` fields and its mask arrays, so the UI only draws.
 """
 
 from __future__ import annotations
@@ -9,12 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engines.postprocess import label_map, theta_corners, uncertainty_u8
-from engines.preprocess import Letterbox
-from engines.uninorm import RunningUninorm
+from engines.scorer import RunningScore
 
-IDENTITY_ATOL = 1e-3
-"""Largest deviation of a θ from the identity that still counts as "no crop"."""
 WHOLE_FRAME_NOTE = "whole-frame model: it scores the whole frame, so there are no crops to draw"
 
 
@@ -28,39 +27,25 @@ def display_frame(grey: np.ndarray, max_side: int = 640) -> tuple[np.ndarray, fl
     return cv2.resize(grey, size, interpolation=cv2.INTER_AREA), scale
 
 
-def crop_boxes_display(theta1: np.ndarray, theta2: np.ndarray, lb: Letterbox,
-                       in_hw: tuple[int, int], scale: float) -> list[list[list[float]]]:
-    """Both STN crops as display-frame corners.
+def display_boxes(boxes: np.ndarray, scale: float) -> list[list[list[float]]]:
+    """Both crops' source-pixel corners (:func:`engines.scorer.locate`) in display pixels.
 
-    model-input pixels (:func:`engines.postprocess.theta_corners`) -> source pixels
-    (:meth:`Letterbox.to_source`) -> display pixels (``* scale``).
+    Args:
+        boxes: (2, 4, 2) corners (x, y) in source-frame pixels, crop 1 then crop 2.
+        scale: display / source size (:func:`display_frame`).
 
     Returns:
-        [[[x, y] x 4] crop 1, [[x, y] x 4] crop 2], corners TL, TR, BR, BL.
+        [[[x, y] x 4] crop 1, [[x, y] x 4] crop 2], corners TL, TR, BR, BL, rounded to 0.01.
     """
-    out = []
-    for theta in (theta1, theta2):
-        src = lb.to_source(theta_corners(theta, in_hw)) * scale
-        out.append(np.round(src, 2).tolist())
-    return out
-
-
-def is_identity(*thetas: np.ndarray, atol: float = IDENTITY_ATOL) -> bool:
-    """True when every (2, 3) affine θ is the identity: the "crop" is the whole model input.
-
-    A whole-frame model (e.g. CNN + SORD) exports θ = identity so the runtime stays the same;
-    its boxes would frame the whole letterboxed input and mean nothing.
-    """
-    eye = np.eye(2, 3)
-    return all(np.allclose(np.asarray(t, dtype=np.float64).reshape(2, 3), eye, rtol=0.0,
-                           atol=atol) for t in thetas)
+    return np.round(np.asarray(boxes, dtype=np.float64) * scale, 2).tolist()
 
 
 def crops_meta(whole_frame: bool, localises: bool, note: str) -> dict:
     """The RESULT ``crops`` field: whether the page draws the crop boxes by default and why.
 
     Args:
-        whole_frame: the frame's θ are the identity (:func:`is_identity`); no boxes are sent.
+        whole_frame: the frame's θ are the identity (:func:`engines.postprocess.is_identity`);
+            no boxes are sent.
         localises: the bundle's crops localise the findings (manifest
             ``models.frame.localises``, :attr:`engines.bundle.Bundle.crops_localise`).
         note: the bundle's ``localisation_note`` (shown when the boxes are hidden).
@@ -80,7 +65,7 @@ def mask_display_meta(shown: bool, note: str) -> dict:
     return {"show": bool(shown), "note": "" if shown else note}
 
 
-def video_meta(agg: RunningUninorm, frame_counts: list[int], restarted: bool) -> dict:
+def video_meta(running: RunningScore, restarted: bool) -> dict:
     """The RESULT ``video`` field of a stream's running video score.
 
     ``probs`` is Roy et al.'s softmax of the aggregate (kept for scripts; ~0.25 each once a
@@ -88,36 +73,35 @@ def video_meta(agg: RunningUninorm, frame_counts: list[int], restarted: bool) ->
     (:func:`engines.uninorm.evidence_shares`, whose argmax is ``score``) and ``frame_share``,
     the fraction of the video's frames whose own score is 0..3.
     """
+    agg = running.agg
     n = agg.n_frames
     log_agg = agg.log_value
     return {"probs": agg.probs.tolist(), "score": agg.score, "n_frames": n,
             "restarted": restarted, "evidence": agg.evidence.tolist(),
             "log_aggregate": [float(v) if np.isfinite(v) else None for v in log_agg],
-            "frame_share": [c / n if n else 0.0 for c in frame_counts], "findings": None}
+            "frame_share": [c / n if n else 0.0 for c in running.frame_counts],
+            "findings": None}
 
 
-def mask_arrays(probs: np.ndarray, std: np.ndarray | None, lb: Letterbox,
+def mask_arrays(labels: np.ndarray, unc: np.ndarray | None,
                 display_hw: tuple[int, int]) -> dict[str, np.ndarray]:
-    """One frame's segmentation -> the RESULT's ``mask`` / ``unc`` arrays
-    (:class:`stream.messages.Result`; they travel as raw arrays in the same wire message, not
-    as images inside the JSON).
+    """One frame's masks in source pixels (:func:`engines.scorer.segment`) -> the RESULT's
+    ``mask`` / ``unc`` arrays (:class:`stream.messages.Result`; they travel as raw arrays in
+    the same wire message, not as images inside the JSON).
 
     Args:
-        probs: (5, H, W) softmax in the seg model's input space.
-        std: (H, W) MC std or None.
-        lb: the seg input's letterbox of the source frame.
+        labels: (H, W) uint8 label map 0..4 (0 = BG, s + 1 = score s), source pixels.
+        unc: (H, W) uint8 uncertainty map or None, source pixels.
         display_hw: (h, w) of the display frame.
 
     Returns:
-        {"mask": (h, w) uint8 label map 0..4 (0 = BG, s + 1 = score s)[, "unc": (h, w) uint8
-        std map]}, display-frame sized (nearest-neighbour resp. bilinear).
+        {"mask": (h, w) uint8 labels[, "unc": (h, w) uint8]}, resized to the display frame
+        (nearest-neighbour resp. bilinear).
     """
     h, w = display_hw
-    labels = lb.unletterbox(label_map(probs))
     out = {"mask": cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)}
-    if std is not None:
-        u = lb.unletterbox(uncertainty_u8(std), interpolation=cv2.INTER_LINEAR)
-        out["unc"] = cv2.resize(u, (w, h), interpolation=cv2.INTER_LINEAR)
+    if unc is not None:
+        out["unc"] = cv2.resize(unc, (w, h), interpolation=cv2.INTER_LINEAR)
     return out
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from engines.base import Engine
-from engines.preprocess import PreprocessSpec, preprocess_frame
+from engines.preprocess import PreprocessSpec
+from engines.scorer import segment
 from stream.procutil import RateLimitedLog
 from stream.results import mask_arrays
 
@@ -76,10 +77,8 @@ class SegLane:
 
     def _segment(self, seq: int, grey: np.ndarray, display_hw: tuple[int, int]) -> SegResult:
         t = time.perf_counter()
-        x, lb = preprocess_frame(grey, self.spec)
-        out = self.engine.segment(x[None], mc_samples=self.mc)
-        std = None if out.std is None else out.std[0]
-        arrays = mask_arrays(out.probs[0], std, lb, display_hw)
+        labels, unc = segment(self.engine, grey, self.spec, self.mc)  # source pixels
+        arrays = mask_arrays(labels, unc, display_hw)
         return SegResult(seq, arrays, round((time.perf_counter() - t) * 1000.0, 3))
 
     def _loop(self) -> None:

@@ -19,11 +19,10 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from engines.findings import RunningFindings
-from engines.uninorm import RunningUninorm
+from engines.scorer import RunningScore
 from stream.wire import Message
 
 T = TypeVar("T")
@@ -36,12 +35,12 @@ DEFAULT_IDLE_S = 300.0
 class StreamState:
     """What the worker remembers per source (stream id).
 
-    ``agg`` is the running video score; ``frame_counts`` the frames of the video per frame
-    score 0..3; ``findings`` the running clip summary of the frame model's findings (None until
-    a frame with findings was scored).
+    ``running`` is the scoring core's state of the stream's video
+    (:class:`engines.scorer.RunningScore`: the running uninorm video score, the frames per frame
+    score 0..3 and the running findings summary).
     """
 
-    agg: RunningUninorm
+    running: RunningScore
     restarted: bool
     key: tuple = ()
     last_seq: int | None = None
@@ -54,16 +53,11 @@ class StreamState:
     source_detail: str = ""
     last_result: Message | None = None
     mask_seq: int | None = None
-    findings: RunningFindings | None = None
-    frame_counts: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
     def reset_video(self) -> None:
         """A new video on this stream: restart the video score, the frame counts and the
         findings summary."""
-        self.agg.reset()
-        self.frame_counts = [0] * len(self.frame_counts)
-        if self.findings is not None:
-            self.findings.reset()
+        self.running.reset()
 
 
 class StreamTable(Generic[T]):

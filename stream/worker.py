@@ -3,8 +3,9 @@
 Per poll: take the newest frame of every source (one SUB socket per source, each CONFLATE, so
 sources are served fairly and never queue), score them as one batch
 
-    preprocess (engines.preprocess, the bundle's frame spec) -> engine.frame ->
-    postprocess (STN boxes in display pixels) -> running uninorm per source -> PUB RESULT
+    the scoring core, engines.scorer: prepare_frame (the bundle's frame spec) -> infer ->
+    locate (STN boxes in source pixels) -> score_frame (running uninorm per source)
+    -> stream.results (display pixels, RESULT fields) -> PUB RESULT
 
 and hand the newest frame to the segmentation lane (:mod:`stream.seglane`), which runs at its
 own rate on a second thread so it never delays the scores (or inline on every frame on a GPU).
@@ -15,9 +16,10 @@ Video score: each RESULT's ``video`` has the score, Roy et al.'s ``probs`` (soft
 aggregate, ~uniform once a long clip saturates it), ``evidence`` (each score's share of the
 evidence, whose largest is the score: what the page's bars show), ``log_aggregate`` and
 ``frame_share`` (fraction of the video's frames per frame score)
-(:func:`stream.results.video_meta`). ``crops`` says whether the page draws the crop boxes by
-default (none for a whole-frame model, whose θ are the identity; hidden for a bundle marked
-``models.frame.localises: false``; :func:`stream.results.crops_meta`).
+(:func:`stream.results.video_meta` of the stream's :class:`engines.scorer.RunningScore`).
+``crops`` says whether the page draws the crop boxes by default (none for a whole-frame model,
+whose θ are the identity; hidden for a bundle marked ``models.frame.localises: false``;
+:func:`stream.results.crops_meta`).
 
 Findings: when the bundle's frame model has a findings head, each RESULT carries ``findings``
 ({name: probability} of the frame) and ``video.findings``, the stream's running clip summary

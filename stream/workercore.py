@@ -1,6 +1,10 @@
-"""The worker's scoring core without sockets: engine, per-stream state, fault counters and
-the CONTROL semantics. :mod:`stream.worker` runs it as a process (and documents the behaviour:
-faults, bounded per-stream state, source states, CONTROL messages).
+"""The worker without sockets: its scorer, per-stream state, fault counters and the CONTROL
+semantics. :mod:`stream.worker` runs it as a process (and documents the behaviour: faults,
+bounded per-stream state, source states, CONTROL messages).
+
+Frames are scored by the one scoring core, :mod:`engines.scorer` (prepare -> infer -> locate
+-> running score), the same functions ``pleura score`` and the report tab use; this module
+adds the wire checks, the per-stream table and the RESULT fields (:mod:`stream.results`).
 """
 
 from __future__ import annotations
@@ -14,17 +18,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 import engines
-from engines.findings import RunningFindings, check_findings, findings_dict, resolve_names
-from engines.preprocess import preprocess_frame, to_grey
-from engines.uninorm import RunningUninorm
+from engines.base import FrameOutput
+from engines.findings import findings_dict
+from engines.scorer import Prepared, Scorer, infer, load_scorer, locate, prepare_frame, score_frame
 from stream.config import WorkerConfig  # the worker's options: one definition, there
 from stream.messages import COMMANDS, FrameMeta, Result, SourceState, encode_result
 from stream.procutil import RateLimitedLog
 from stream.results import (
-    crop_boxes_display,
     crops_meta,
+    display_boxes,
     display_frame,
-    is_identity,
     mask_display_meta,
     timing_ms,
     video_meta,
@@ -37,7 +40,6 @@ log = logging.getLogger("stream.worker")  # one logger name for the worker proce
 
 R = TypeVar("R")
 
-DEFAULT_E = (0.5, 0.5, 0.5, 0.5)
 MAX_FRAME_SIDE = 8192
 """Largest frame side the worker scores (8K video is 7680 wide); larger frames are dropped."""
 STATUS_HW = (240, 320)
@@ -62,12 +64,8 @@ class Worker:
         if threads is None and lane:  # one core for the seg lane, the rest for the scores
             threads = max(1, (os.cpu_count() or 2) - 1)
         opts = {} if cfg.frame_model == "auto" else {"frame_model": cfg.frame_model}
-        self.engine = engines.create_engine(bundle, backend=cfg.backend, threads=threads, **opts)
-        self.spec = bundle.frame_spec
-        self.e = np.asarray(bundle.uninorm_e or DEFAULT_E)
-        if bundle.uninorm_e is None:
-            log.warning("bundle %s has no aggregator.json; uninorm e = %s", bundle.name, DEFAULT_E)
-        self.backend = getattr(self.engine, "backend", "?")
+        self.scorer: Scorer = load_scorer(bundle, backend=cfg.backend, threads=threads, **opts)
+        self.backend = self.scorer.backend
         gpu = getattr(self.engine, "device", "cpu") != "cpu"
         mode = cfg.seg if cfg.seg != "auto" else ("inline" if gpu else "lane")
         self.seg_mode = mode if bundle.has_segmentation() else "off"
@@ -84,6 +82,16 @@ class Worker:
         self.processed = 0
         self.skipped = 0
         self.state_changed: set[int] = set()
+
+    @property
+    def engine(self) -> Any:
+        """The frame model's engine (the scorer's)."""
+        return self.scorer.engine
+
+    @property
+    def spec(self) -> Any:
+        """The frame model's preprocessing spec (the bundle's)."""
+        return self.scorer.spec
 
     # ------------------------------------------------------------------ faults
     def drop(self, kind: str, msg: str, *args) -> None:
@@ -108,7 +116,7 @@ class Worker:
 
     # ------------------------------------------------------------------ per-stream state
     def _new_state(self, sid: int, key: tuple | None) -> StreamState:
-        st = StreamState(RunningUninorm(self.e), restarted=self.cfg.restarted, key=key)
+        st = StreamState(self.scorer.running(), restarted=self.cfg.restarted, key=key)
         self._forget(self.streams.put(sid, st))
         return st
 
@@ -216,7 +224,8 @@ class Worker:
             self.resets.info("video score reset (stream %d)", sid)
 
     # ------------------------------------------------------------------ the scoring path
-    def _prepare(self, msg: Message) -> tuple[np.ndarray, np.ndarray, Any] | None:
+    def _prepare(self, msg: Message) -> Prepared | None:
+        """Stage 1 of the core for one FRAME, after the wire checks; None (counted) if bad."""
         a = msg.array
         if a is None or a.dtype != np.uint8 or a.ndim not in (2, 3):
             self.drop("bad_frame", "stream %d seq %d: bad frame dropped (FRAME without a "
@@ -227,13 +236,11 @@ class Worker:
                       "be 1..%d)", msg.stream_id, msg.seq, a.shape, MAX_FRAME_SIDE)
             return None
         try:
-            grey = to_grey(a)
-            x, lb = preprocess_frame(grey, self.spec)
+            return prepare_frame(a, self.scorer.spec)
         except ValueError as exc:
             self.drop("bad_frame", "stream %d seq %d: bad frame dropped (%s)", msg.stream_id,
                       msg.seq, exc)
             return None
-        return grey, x, lb
 
     def process(self, batch: list[tuple[Message, FrameMeta]]
                 ) -> list[tuple[Message, StreamState]]:
@@ -243,58 +250,56 @@ class Worker:
             got = self.guard(f"preparing stream {msg.stream_id} seq {msg.seq}", self._prepare,
                              msg)
             if got is not None:
-                items.append((msg, fm, *got))
+                items.append((msg, fm, got))
         if not items:
             return []
         t_pre = time.time()
-        out = self.engine.frame(np.stack([it[3] for it in items]))
+        out = infer(self.scorer, np.stack([p.x for _msg, _fm, p in items]))
         t_inf = time.time()
+        boxes, whole = locate(out, [p.lb for _msg, _fm, p in items], self.scorer.in_hw)
         results = []
-        for i, (msg, fm, grey, _x, lb) in enumerate(items):
+        for i, (msg, fm, p) in enumerate(items):
             res = self.guard(f"scoring stream {msg.stream_id} seq {msg.seq}", self._result,
-                             msg, fm, grey, lb, out, i, len(items))
+                             msg, fm, p, (out, boxes, whole), i, len(items))
             if res is not None:
                 res[0].stamp("preprocessed", t_pre)
                 res[0].stamp("inferred", t_inf)
                 results.append(res)
         return results
 
-    def _result(self, msg: Message, fm: FrameMeta, grey: np.ndarray, lb: Any, out: Any, i: int,
+    def _result(self, msg: Message, fm: FrameMeta, p: Prepared,
+                scored: tuple[FrameOutput, np.ndarray, np.ndarray], i: int,
                 n: int) -> tuple[Message, StreamState] | None:
+        """Stage 4 of the core for frame ``i`` of the batch (``scored``: the batch's engine
+        outputs, source-pixel boxes and whole-frame flags), then its RESULT."""
         st = self._state(msg, fm)
-        probs = out.probs[i].astype(np.float64)
+        out, boxes, whole = scored
         try:
-            found = self._frame_findings(st, out, i)  # checked before any state changes
-            st.agg.update(probs)
-            score = int(np.argmax(probs))
-            if 0 <= score < len(st.frame_counts):
-                st.frame_counts[score] += 1
-        except ValueError as exc:
+            fs = score_frame(st.running, out, i, boxes, whole)
+        except ValueError as exc:  # nothing changed in the stream's state
             self.drop("bad_frame", "stream %d seq %d: %s", msg.stream_id, msg.seq, exc)
             return None
+        grey = p.grey
         disp, scale = display_frame(grey, self.cfg.display_max)
-        whole = is_identity(out.theta1[i], out.theta2[i])
-        in_hw = (self.spec.height, self.spec.width)
         meta = {
             "seq": msg.seq, "stream_id": msg.stream_id, "source": st.source,
             "frame_hw": list(grey.shape[:2]), "display_hw": list(disp.shape[:2]),
             "index": fm.index, "pts_s": fm.pts_s,
             "roi": list(fm.roi) if fm.roi else None,
             "full_hw": list(fm.full_hw) if fm.full_hw else None,
-            "probs": probs.tolist(), "score": score,
-            "boxes": [] if whole else crop_boxes_display(out.theta1[i], out.theta2[i], lb,
-                                                         in_hw, scale),
-            "crops": crops_meta(whole, self.bundle.crops_localise,
+            "probs": fs.probs.tolist(), "score": fs.score,
+            "boxes": [] if fs.whole_frame else display_boxes(fs.boxes, scale),
+            "crops": crops_meta(fs.whole_frame, self.bundle.crops_localise,
                                 self.bundle.localisation_note),
             "mask_display": mask_display_meta(*self.bundle.masks_shown),
-            "video": video_meta(st.agg, st.frame_counts, st.restarted),
+            "video": video_meta(st.running, st.restarted),
             "findings": None, "batch": n, "worker_pid": os.getpid(),
             "capture_session": fm.session, "capture_sent": fm.sent,
         }
-        if found is not None and st.findings is not None:
-            st.findings.update(found)
-            meta["findings"] = findings_dict(st.findings.names, found)
-            meta["video"]["findings"] = st.findings.summary()
+        found = st.running.findings
+        if fs.findings is not None and found is not None:
+            meta["findings"] = findings_dict(found.names, fs.findings)
+            meta["video"]["findings"] = found.summary()
         masks: dict[str, np.ndarray] = {}  # the RESULT's "mask" / "unc" arrays
         if self.seg is not None:
             self.seg.submit(msg.stream_id, msg.seq, grey, disp.shape[:2])
@@ -314,22 +319,6 @@ class Worker:
         st.last_t = now
         return res, st
 
-    def _frame_findings(self, st: StreamState, out: Any, i: int) -> np.ndarray | None:
-        """Frame ``i``'s (F,) findings, checked, or None when the model has no findings head.
-
-        The stream's running summary is made on its first frame with findings (sized by the
-        model's output, named by the bundle).
-
-        Raises:
-            ValueError: a wrong size or non-finite values (the frame is dropped).
-        """
-        f = getattr(out, "findings", None)
-        if f is None:
-            return None
-        if st.findings is None:
-            st.findings = RunningFindings(resolve_names(self.bundle.finding_names, f.shape[1]))
-        return check_findings(f[i], len(st.findings.names))
-
     def finish(self, res: Message, st: StreamState) -> bytes:
         """Add the last stamps and worker-wide fields, encode; remember it as the last result."""
         res.stamp("postprocessed", time.time())
@@ -348,4 +337,4 @@ class Worker:
     def close(self) -> None:
         if self.seg is not None:
             self.seg.close()
-        self.engine.close()
+        self.scorer.close()

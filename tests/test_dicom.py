@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from engines.scorer import load_scorer
 from stream.dicom import decode_dicom, is_dicom
-from stream.score import score_paths, scorer_from_bundle
+from stream.score import score_paths
 from stream.sources import SourceError, decode_file
 
 pydicom = pytest.importorskip("pydicom")
@@ -70,7 +71,7 @@ def test_dicom_scores_like_png_folder(tmp_path, frames, rgb):
     expect = data if rgb else np.repeat(data[..., None], 3, axis=3)
     np.testing.assert_array_equal(np.stack([d.image for d in decoded]), expect)
 
-    scorer = scorer_from_bundle(None)
+    scorer = load_scorer(None)
     doc = score_paths([dcm, png_dir], scorer, echo=None)
     a, b = doc["clips"]
     assert a["ok"] and b["ok"]

@@ -13,11 +13,12 @@ import av
 import numpy as np
 import pytest
 
+from engines.scorer import load_scorer
 from stream import cli
 from stream.exam.naming import parse_clip_name
 from stream.exam.protocols import PROTOCOLS, max_score, zones
 from stream.exam.store import EXAM_FILE, ClipRecord, Exam, ExamError
-from stream.score import score_paths, scorer_from_bundle
+from stream.score import score_paths
 from stream.sources import decode_file
 
 DEMO = Path(__file__).resolve().parents[1] / "stream" / "demo"
@@ -120,7 +121,7 @@ def exam_run(tmp_path_factory, demo_frames):
 def test_pleura_exam_totals_equal_sum_of_clip_scores(exam_run, capsys):
     folder, out, rc = exam_run
     assert rc == 1  # one clip skipped
-    scorer = scorer_from_bundle(None)
+    scorer = load_scorer(None)
     for patient, clips in (("P01", ["P01_R1", "P01_R2", "P01_L1", "P01_L1_b"]),
                            ("P02", ["P02_R3", "P02_L2"])):
         direct = score_paths([folder / f"{c}.mp4" for c in clips], scorer, echo=None)

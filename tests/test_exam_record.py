@@ -58,9 +58,9 @@ DRIVER = """
 import sys
 from stream.exam.record import record_zone
 from stream.exam.store import Exam
-from stream.score import scorer_from_bundle
+from engines.scorer import load_scorer
 exam = Exam.create(sys.argv[1], "P07", protocol=6)
-scorer = scorer_from_bundle(None)
+scorer = load_scorer(None)
 for zone in ("R1", "R2"):
     entry = record_zone(exam, zone, sys.argv[2], seconds=0.5, scorer=scorer, speed=4.0)
     print(zone, "done", entry.video_score, flush=True)

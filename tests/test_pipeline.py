@@ -22,9 +22,10 @@ import pytest
 import zmq
 
 from engines.findings import RunningFindings
+from engines.scorer import load_scorer
 from engines.testing import DUMMY_FINDINGS, make_dummy_bundle
 from engines.uninorm import RunningUninorm
-from stream.score import score_frames, scorer_from_bundle
+from stream.score import score_frames
 from stream.sources import decode_file
 from stream.wire import STAGES, Kind, Message, decode, encode
 
@@ -131,9 +132,9 @@ def test_live_results_equal_offline_scoring(env, tmp_path):
     assert len(res) >= 30, f"only {len(res)} of 90 frames processed"
 
     offline = score_frames(decode_file(env["clip"]),
-                           scorer_from_bundle(env["bundle"], backend="onnxruntime"), batch=1)
+                           load_scorer(env["bundle"], backend="onnxruntime"), batch=1)
     by_index = {r["index"]: r for r in offline["frames"]}
-    agg = RunningUninorm(scorer_from_bundle(env["bundle"], backend="onnxruntime").e)
+    agg = RunningUninorm(load_scorer(env["bundle"], backend="onnxruntime").e)
     found = RunningFindings(DUMMY_FINDINGS)
     seqs = [m.seq for m in res]
     assert seqs == sorted(set(seqs)), "results out of order or duplicated"

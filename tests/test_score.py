@@ -6,6 +6,7 @@ input/output contract; it stands in until the trained default bundle exists.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,10 +17,11 @@ import pytest
 
 import engines
 from engines.preprocess import preprocess_batch
+from engines.scorer import load_scorer
 from engines.testing import make_dummy_bundle
 from engines.uninorm import uninorm_reduce, video_probs
 from stream import cli
-from stream.score import CSV_FIELDS, find_clips, score_paths, scorer_from_bundle
+from stream.score import CSV_FIELDS, find_clips, score_paths
 
 N_FRAMES = 12
 
@@ -125,8 +127,8 @@ def test_cli_scores_good_clips_reports_corrupt_and_exits_1(setup, tmp_path, caps
 
 def test_running_score_after_last_frame_equals_batch(setup):
     bundle, clips = setup
-    scorer = scorer_from_bundle(bundle, backend="onnxruntime", threads=1)
-    scorer.e = np.array([0.2, 0.4, 0.5, 0.9])  # any e: the law holds for all
+    scorer = dataclasses.replace(load_scorer(bundle, backend="onnxruntime", threads=1),
+                                 e=np.array([0.2, 0.4, 0.5, 0.9]))  # any e: the law holds
     doc = score_paths([clips / "sim.mp4"], scorer, batch=4, echo=None)
     clip = doc["clips"][0]
     # Independently: decode with PyAV, preprocess, run the engine in one batch, reduce at once.
@@ -180,7 +182,7 @@ def test_error_mid_clip_keeps_frames_scored_before_it(setup):
     from stream.sources import SourceError
 
     bundle, _ = setup
-    scorer = scorer_from_bundle(bundle, backend="onnxruntime", threads=1)
+    scorer = load_scorer(bundle, backend="onnxruntime", threads=1)
 
     def frames():
         for img in _frames(9, 64, 80, 2):
@@ -260,7 +262,7 @@ def test_findings_of_a_bad_frame_drop_the_frame_not_the_clip(setup):
     from stream.score import score_frames
 
     bundle, _ = setup
-    scorer = scorer_from_bundle(bundle, backend="onnxruntime", threads=1)
+    scorer = load_scorer(bundle, backend="onnxruntime", threads=1)
     real = scorer.engine
 
     class WithFindings:  # the dummy engine plus a findings head, NaN for the 2nd frame
@@ -270,8 +272,9 @@ def test_findings_of_a_bad_frame_drop_the_frame_not_the_clip(setup):
             f[1] = np.nan  # batches of 3: frames 1 and 4
             return FrameOutput(out.probs, out.theta1, out.theta2, f)
 
-    scorer.engine = WithFindings()
-    scorer.finding_names = ("b_lines", "effusion")  # names that do not match: generic names
+    # names that do not match the output: generic names
+    scorer = dataclasses.replace(scorer, engine=WithFindings(),
+                                 finding_names=("b_lines", "effusion"))
     frames = [SimpleNamespace(image=img) for img in _frames(6, 64, 80, 3)]
     res = score_frames(frames, scorer, batch=3)
     assert res["n_frames"] == 4 and res["dropped"] == 2
@@ -293,6 +296,6 @@ def test_exported_real_bundle_reports_findings(setup, tmp_path):
     assert cli.main(["export", str(run), "--out", str(out)]) == 0
     names = engines.load_bundle(out).finding_names
     assert len(names) == 5
-    scorer = scorer_from_bundle(out, backend="onnxruntime", threads=1)
+    scorer = load_scorer(out, backend="onnxruntime", threads=1)
     doc = score_paths([clips / "sim.mp4"], scorer, batch=4, echo=None)
     _check_findings_clip(doc["clips"][0], names, _engine_findings(out, clips / "sim.mp4"))

@@ -13,8 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from engines.scorer import load_scorer
 from engines.testing import DUMMY_FINDINGS, make_dummy_bundle
-from stream.score import score_paths, scorer_from_bundle
+from stream.score import score_paths
 from tests.test_score import _frames, _write_mp4
 from ui.safety import UploadLimits
 
@@ -41,7 +42,7 @@ def test_report_shows_and_writes_the_clip_findings(clip, tmp_path):
     status, summary, timeline, strip, files = _report(clip, bundle, tmp_path / "out")
     assert status.startswith("Scored") and "Findings over the clip:" in status
     # the same numbers as `pleura score`
-    want = score_paths([clip], scorer_from_bundle(bundle, "onnxruntime", threads=1),
+    want = score_paths([clip], load_scorer(bundle, "onnxruntime", threads=1),
                        echo=None)["clips"][0]
     doc = json.loads(Path(files[0]).read_text())
     assert doc["video"]["findings"] == want["video"]["findings"]

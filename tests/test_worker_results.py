@@ -5,8 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engines.base import FrameOutput
+from engines.postprocess import mask_in_source
 from engines.preprocess import FRAME_SPEC, SEG_SPEC, letterbox
-from stream.results import crop_boxes_display, display_frame, mask_arrays, timing_ms
+from engines.scorer import locate
+from stream.results import display_boxes, display_frame, mask_arrays, timing_ms
+
+
+def crop_boxes_display(theta1, theta2, lb, in_hw, scale):
+    """Both crops in display pixels through the core (locate) and the display scaling."""
+    out = FrameOutput(np.full((1, 4), 0.25, np.float32), np.asarray(theta1)[None],
+                      np.asarray(theta2)[None])
+    boxes, _whole = locate(out, [lb], in_hw)
+    return display_boxes(boxes[0], scale)
 
 
 def test_display_frame_limits_long_side():
@@ -47,14 +58,14 @@ def test_mask_arrays_are_display_sized_label_and_uncertainty_maps():
     probs[0] = 0.5
     probs[3, :100] = 0.9  # top half of the model input: score 2 (label 3)
     std = np.full((SEG_SPEC.height, SEG_SPEC.width), 0.25, np.float32)
-    out = mask_arrays(probs, std, lb, (60, 45))
+    out = mask_arrays(*mask_in_source(probs, std, lb), (60, 45))
     labels, unc = out["mask"], out["unc"]
     assert labels.shape == (60, 45) and unc.shape == (60, 45)
     assert labels.dtype == unc.dtype == np.uint8
     assert set(np.unique(labels)) == {0, 3}
     assert labels[:25].min() == 3 and labels[35:].max() == 0
     assert np.all(np.abs(unc.astype(int) - 128) <= 1)  # 0.25 / 0.5 * 255
-    assert "unc" not in mask_arrays(probs, None, lb, (60, 45))
+    assert "unc" not in mask_arrays(*mask_in_source(probs, None, lb), (60, 45))
 
 
 def test_timings():
@@ -139,7 +150,8 @@ def test_worker_result_has_frame_findings_and_running_clip_summary(findings_work
     np.testing.assert_allclose([v["max"] for v in m["video"]["findings"].values()], want[5],
                                atol=1e-5)
     st = w.streams.peek(1)
-    assert st.findings is not None and st.findings.n_frames == 1  # O(F) state, nothing grows
+    found = st.running.findings
+    assert found is not None and found.n_frames == 1  # O(F) state, nothing grows
 
 
 def test_worker_without_findings_head_sends_null_findings(tmp_path):
@@ -153,7 +165,7 @@ def test_worker_without_findings_head_sends_null_findings(tmp_path):
         img = np.random.default_rng(2).integers(0, 255, (60, 80), dtype=np.uint8)
         m = _scored(w, [_frame_msg(3, 0, img)])[0]
         assert m["findings"] is None and m["video"]["findings"] is None
-        assert w.streams.peek(3).findings is None
+        assert w.streams.peek(3).running.findings is None
     finally:
         w.close()
 
@@ -174,13 +186,14 @@ def test_worker_video_evidence_agrees_with_the_video_score(findings_worker):
         assert sum(v["frame_share"]) == pytest.approx(1.0)
         assert len(v["log_aggregate"]) == 4 and v["n_frames"] == seq + 1
     st = w.streams.peek(7)
-    assert sum(st.frame_counts) == 12
+    assert sum(st.running.frame_counts) == 12
     w.control({"cmd": "reset", "stream_id": 7})
-    assert st.frame_counts == [0, 0, 0, 0]
+    assert st.running.frame_counts == [0, 0, 0, 0]
 
 
 def test_crops_meta_and_identity():
-    from stream.results import WHOLE_FRAME_NOTE, crops_meta, is_identity
+    from engines.postprocess import is_identity
+    from stream.results import WHOLE_FRAME_NOTE, crops_meta
 
     eye = np.eye(2, 3)
     assert is_identity(eye, eye + 1e-5) and not is_identity(eye, 0.5 * eye)

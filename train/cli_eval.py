@@ -1,4 +1,4 @@
-"""``pleura eval frame|video|seg``: nested dispatch to each stage's evaluation command.
+"""``pleura eval frame|video|seg|real|score``: nested dispatch to each stage's evaluation command.
 
 Same contract as :mod:`train.cli_train`: one line per stage in :data:`SUBCOMMANDS`.
 """
@@ -15,6 +15,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "seg": ("train.seg.eval_cli", "evaluate segmentation runs + ensemble: Table IV, MC dropout"),
     "video": ("train.video.eval_cli", "video score: Tables II-III, QWK, real-clip AUROC"),
     "real": ("train.real.eval_cli", "reference rows and bundles on the grouped real-clip folds"),
+    "score": ("train.frame.score_cli", "pleura score with a PyTorch frame run (--run RUN) "
+              "instead of a bundle"),
 }
 
 

@@ -95,9 +95,9 @@ class ExamDesk:
 
     def scorer(self):
         if self._scorer is None:
-            from stream.score import scorer_from_bundle
+            from engines.scorer import load_scorer
 
-            self._scorer = scorer_from_bundle(self.bundle, backend=self.backend)
+            self._scorer = load_scorer(self.bundle, backend=self.backend)
         return self._scorer
 
     def open(self, patient: str, protocol: int, date: str) -> Exam:

@@ -3,9 +3,9 @@ frames with overlays, and offer the results as JSON and CSV. A bundle with a fin
 the clip's findings (B-lines, consolidation, ...) as a table, the frames' in the strip captions
 and both in the files.
 
-Scoring goes through ``stream.score`` (the machinery behind ``pleura score``), so the report
-and the command line give the same numbers; this module only validates the upload, draws and
-writes files.
+Scoring is :func:`ui.scoring.score_rows`: ``pleura score``'s clip loop on the one scoring core
+(:mod:`engines.scorer`), so the report, the command line and the live worker give the same
+numbers; this module only validates the upload, draws and writes files.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from engines.findings import finding_label
 from ui import overlay, timeline
 from ui.results import expected_score
 from ui.safety import SafetyError, UploadLimits, check_upload
+from ui.scoring import FrameRow
 
 if TYPE_CHECKING:
     from ui.app import UiConfig
@@ -36,33 +37,6 @@ log = logging.getLogger(__name__)
 STRIP_FRAMES = 8
 STRIP_COLUMNS = 4
 """Thumbnails per row: wide enough for a readable caption under each."""
-
-
-@dataclass(frozen=True)
-class FrameRow:
-    """One scored frame of a clip.
-
-    Attributes:
-        index: frame index in the clip.
-        probs: (4,) frame class probabilities.
-        video_probs: (4,) running video probabilities after this frame.
-        boxes: crop 1 and crop 2 corners in source-frame pixels ((2, 4, 2)), or None.
-        findings: {name: probability} of the frame's findings, or None without a findings
-            head.
-        t_s: the frame's time in the clip in seconds (its timestamp), or None.
-    """
-
-    index: int
-    probs: tuple[float, ...]
-    video_probs: tuple[float, ...]
-    video_score: int
-    boxes: tuple | None = None
-    findings: dict[str, float] | None = None
-    t_s: float | None = None
-
-    @property
-    def score(self) -> int:
-        return int(np.argmax(self.probs))
 
 
 @dataclass(frozen=True)
@@ -151,7 +125,8 @@ def strip_indices(n: int, k: int = STRIP_FRAMES) -> list[int]:
 
 def strip_images(report: ClipReport, frames: dict[int, np.ndarray],
                  ) -> list[tuple[np.ndarray, str]]:
-    """Frames with overlays for a gallery: [(RGB image, caption)].
+    """Frames with overlays for a gallery: [(RGB image, caption)], one per frame in ``frames``
+    (the strip's, chosen by :func:`ui.scoring.score_rows`), in clip order.
 
     The crop boxes follow ``report.crops`` (none for a whole-frame model or crops that do not
     localise). Captions are short, so they stay readable under a thumbnail:
@@ -159,10 +134,10 @@ def strip_images(report: ClipReport, frames: dict[int, np.ndarray],
     """
     out = []
     boxes = (report.crops or {}).get("show", True)
-    for i in strip_indices(len(report.rows)):
-        r = report.rows[i]
-        img = frames.get(r.index)
-        if img is None:
+    by_index = {r.index: r for r in report.rows}
+    for index, img in sorted(frames.items()):
+        r = by_index.get(index)
+        if r is None:
             continue
         res = {"boxes": r.boxes, "score": r.score, "probs": list(r.probs),
                "video": {"score": r.video_score, "probs": list(r.video_probs)},
@@ -230,18 +205,18 @@ def summary_html(report: ClipReport) -> str:
             f"({fps:.0f} frames/s), backend {report.backend}, bundle {report.bundle}</div></div>")
 
 
-def score_clip(path: Path, bundle: str | None, backend: str, limits: UploadLimits,
-               ) -> tuple[ClipReport, dict[int, np.ndarray]]:
-    """Score a whole clip with the ``pleura score`` machinery; keep the strip's frames.
+def build_report(path: Path, bundle: str | None, backend: str, limits: UploadLimits,
+                 ) -> tuple[ClipReport, dict[int, np.ndarray]]:
+    """Score a whole clip (:func:`ui.scoring.score_rows`) into a report; keep the strip's frames.
 
     Returns:
         The report and {frame index: grey frame} for the frames the strip shows.
     """
-    from ui import scoring  # the adapter to stream.score (imports engines lazily)
+    from ui import scoring
 
     t0 = time.perf_counter()
     got = scoring.score_rows(path, bundle=bundle, backend=backend, max_frames=limits.max_frames,
-                             keep=lambda n: strip_indices(n))
+                             keep=strip_indices, strip_frames=STRIP_FRAMES)
     if not got.rows:
         raise SafetyError(f"{path.name!r} has no decodable frames")
     report = ClipReport(clip=path.name, rows=tuple(got.rows),
@@ -265,7 +240,7 @@ def make_report(upload: str | None, demo: str | None, clips: dict[str, Path], cf
             path = check_upload(clips[demo], cfg.limits)
         else:
             raise SafetyError("upload a clip or pick a demo clip first")
-        report, frames = score_clip(path, cfg.bundle, cfg.backend, cfg.limits)
+        report, frames = build_report(path, cfg.bundle, cfg.backend, cfg.limits)
     except SafetyError as exc:
         return (f"**Not scored:** {exc}", *empty)
     except Exception as exc:  # the page shows a message, never a traceback

@@ -20,12 +20,13 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
+from engines.scorer import load_scorer
 from stream.exam.naming import ClipName, is_clip_candidate, parse_clip_name, rule_text
 from stream.exam.protocols import PROTOCOLS
 from stream.exam.report import write_reports
 from stream.exam.scoring import model_info, score_into_exam
 from stream.exam.store import Exam, ExamError
-from stream.score import VIDEO_SUFFIXES, scorer_from_bundle
+from stream.score import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
               f"{rule_text(args.protocol)}")
         return 1
     try:
-        scorer = scorer_from_bundle(args.bundle, backend=args.backend, threads=args.threads)
+        scorer = load_scorer(args.bundle, backend=args.backend, threads=args.threads)
     except (ValueError, OSError) as exc:
         print(f"pleura exam: {exc}")
         return 2

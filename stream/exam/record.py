@@ -140,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ignored unfinished recording {part} (interrupted)")
         scorer = None
         if not args.no_score:
+            from engines.scorer import load_scorer
             from stream.exam.scoring import model_info
-            from stream.score import scorer_from_bundle
 
-            scorer = scorer_from_bundle(args.bundle)
+            scorer = load_scorer(args.bundle)
             exam.model = model_info(scorer, args.bundle)
         out = record_zone(exam, args.zone.upper(), args.source, args.seconds, scorer,
                           args.codec, args.speed)

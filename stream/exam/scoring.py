@@ -1,4 +1,5 @@
-"""Score clips into an exam through the one offline path (:func:`stream.score.score_paths`).
+"""Score clips into an exam through ``pleura score``'s path (:func:`stream.score.score_paths`,
+which scores through the one scoring core :mod:`engines.scorer`).
 
 A clip scored here has exactly the numbers ``pleura score CLIP`` prints; its full
 pleura-score document is kept in ``EXAM/scores/<clip>.json``.
@@ -14,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from engines.scorer import Scorer
 from stream.exam.store import ClipRecord, Exam, write_json_atomic
-from stream.score import Scorer, score_paths
+from stream.score import score_paths
 
 log = logging.getLogger(__name__)
 
