@@ -2,9 +2,9 @@
 
 An exam is one patient, one date and one protocol (:mod:`stream.exam.protocols`); per zone it
 keeps the clip(s) recorded or given for it, each clip's video score (the offline scoring path,
-:func:`stream.score.score_clip`, so a clip's score equals ``pleura score`` of that clip), its
-findings where the bundle reports them, its key frame, and the clinician's override with a note
-(kept beside the model's score, never replacing it in the file).
+:func:`stream.score_clips.score_clip`, so a clip's score equals ``pleura score`` of that clip),
+its findings where the bundle reports them, its key frame, and the clinician's override with a
+note (kept beside the model's score, never replacing it in the file).
 
 Scores (Soldati et al. 2020):
 
