@@ -144,8 +144,10 @@ class ScoringReplica:
         from engines.bundle import sha256_file
 
         self.cfg = ServeConfig(**cfg)
+        trt = {} if self.cfg.backend == "onnxruntime" else {  # the TensorRT profile's batch
+            "max_batch": max(16, self.cfg.max_batch)}  # >= 16: MC-dropout runs 16 passes a call
         self.engine = engines.create_engine(self.cfg.bundle, backend=self.cfg.backend,
-                                            threads=self.cfg.threads)
+                                            threads=self.cfg.threads, **trt)
         bundle = self.engine.bundle if hasattr(self.engine, "bundle") else \
             engines.load_bundle(self.cfg.bundle)
         self._info = {"backend": getattr(self.engine, "backend", "?"),
@@ -208,6 +210,28 @@ def build_app(cfg: ServeConfig):
         health_check_period_s=2.0, health_check_timeout_s=10.0,
         graceful_shutdown_timeout_s=2.0)
     return deployment.bind(asdict(cfg))
+
+
+def app_builder(args: dict[str, Any]):
+    """Serve's application builder: ``serve run engines.serve:app_builder bundle=DIR
+    replicas=2`` or a KubeRay ``RayService`` with ``import_path: engines.serve:app_builder``
+    and these ``args`` (values may be strings, as ``serve run`` passes them).
+
+    Raises:
+        ValueError: an unknown key or a value of the wrong type, naming it.
+    """
+    types = {"replicas": int, "max_batch": int, "threads": int, "batch_wait_ms": float,
+             "num_cpus": float, "num_gpus": float, "bundle": str, "backend": str,
+             "app_name": str}
+    unknown = set(args) - set(types)
+    if unknown or "bundle" not in args:
+        raise ValueError(f"serve args: need bundle, may have {sorted(types)}; got "
+                         f"{sorted(args)}")
+    try:
+        cfg = ServeConfig(**{k: types[k](v) for k, v in args.items()})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"serve args {args}: {exc}") from None
+    return build_app(cfg)
 
 
 def deploy(cfg: ServeConfig):

@@ -110,7 +110,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", default=None,
                         help="model bundle directory (default: the shipped default bundle)")
     parser.add_argument("--backend", default="auto",
-                        help="engine backend: auto, onnxruntime or tensorrt")
+                        help="engine backend: auto, onnxruntime, tensorrt or ray (a `pleura "
+                             "serve` application: archive re-scoring on a cluster)")
+    parser.add_argument("--serve-address", default=None, metavar="ADDR",
+                        help="--backend ray: Ray cluster address (default $RAY_ADDRESS, else auto)")
     parser.add_argument("--threads", type=int, default=None, help="CPU inference threads")
     # moved to `pleura eval score`; kept hidden so the old spelling gets a message, not a usage
     parser.add_argument("--run", default=None, help=argparse.SUPPRESS)
@@ -165,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"pleura score: {problem}", file=sys.stderr)
         return 2
     try:
-        scorer = load_scorer(args.bundle, backend=args.backend, threads=args.threads)
+        remote = {"address": args.serve_address} if args.backend == "ray" else {}
+        scorer = load_scorer(args.bundle, backend=args.backend, threads=args.threads, **remote)
     except (ValueError, OSError) as exc:  # BundleError is a ValueError; missing files OSError
         print(f"pleura score: {exc}")
         return 2

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from typing import Any
 
 from engines.serve import APP_NAME, ServeConfig, import_ray, replica_actor_names
 from stream.options import resolve_bundle
@@ -64,7 +65,7 @@ def _config(args: argparse.Namespace) -> ServeConfig:
 
 def _join(ray, args: argparse.Namespace) -> str:
     """Connect to (or start) the cluster; returns the address workers should use."""
-    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     if args.local_cpus is not None:
         ray.init(num_cpus=args.local_cpus, include_dashboard=False, **quiet)
     else:

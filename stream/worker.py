@@ -145,7 +145,9 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event,
             worker.expire()
             hb.beat(processed=worker.processed, skipped=worker.skipped,
                     streams=len(worker.streams), dropped=worker.dropped(),
-                    resets=worker.resets.count)
+                    resets=worker.resets.count,
+                    **({"engine": worker.engine.status()}  # --backend ray: remote/fallback
+                       if hasattr(worker.engine, "status") else {}))
     finally:
         worker.close()
         for s in subs:

@@ -64,15 +64,17 @@ class Worker:
         if threads is None and lane:  # one core for the seg lane, the rest for the scores
             threads = max(1, (os.cpu_count() or 2) - 1)
         opts = {} if cfg.frame_model == "auto" else {"frame_model": cfg.frame_model}
-        self.scorer: Scorer = load_scorer(bundle, backend=cfg.backend, threads=threads, **opts)
-        self.backend = self.scorer.backend
+        remote = {"address": cfg.serve_address} if cfg.backend == "ray" else {}  # pleura serve
+        self.scorer: Scorer = load_scorer(bundle, backend=cfg.backend, threads=threads, **opts,
+                                          **remote)
         gpu = getattr(self.engine, "device", "cpu") != "cpu"
         mode = cfg.seg if cfg.seg != "auto" else ("inline" if gpu else "lane")
         self.seg_mode = mode if bundle.has_segmentation() else "off"
         self.seg: SegLane | None = None
         if self.seg_mode != "off":
             seg_engine = (self.engine if self.seg_mode == "inline" else
-                          engines.create_engine(bundle, backend=cfg.backend, threads=1))
+                          engines.create_engine(bundle, backend=cfg.backend, threads=1,
+                                                **remote))
             self.seg = SegLane(seg_engine, bundle.seg_spec, cfg.seg_hz, cfg.mc_samples,
                                threaded=self.seg_mode == "lane")
         self.streams: StreamTable[StreamState] = StreamTable(cfg.max_streams, cfg.stream_idle_s)
@@ -87,6 +89,13 @@ class Worker:
     def engine(self) -> Any:
         """The frame model's engine (the scorer's)."""
         return self.scorer.engine
+
+    @property
+    def backend(self) -> str:
+        """RESULT ``backend``: the engine's name; with ``ray``, where frames are scored now
+        (the Serve application, or the local fallback and why; the page shows it)."""
+        eng = self.engine
+        return eng.describe() if getattr(eng, "backend", "") == "ray" else self.scorer.backend
 
     @property
     def spec(self) -> Any:

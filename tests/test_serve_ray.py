@@ -172,11 +172,51 @@ def test_unreachable_application_falls_back_or_refuses(cluster):
     finally:
         eng.close()
         spec.close()
+    # the application appears later: the engine notices within reconnect_s and goes remote
+    from engines.serve import ServeConfig, deploy
+
+    late = RayEngine(cluster["bundle"], app_name="late", threads=1, reconnect_s=0.3)
+    try:
+        assert late.mode == "fallback"
+        deploy(ServeConfig(bundle=str(cluster["bundle"]), replicas=1, num_cpus=0.25,
+                           app_name="late"))
+        t_end = time.time() + 30
+        while late.mode != "remote" and time.time() < t_end:
+            time.sleep(0.1)
+        assert late.mode == "remote", late.status()
+        _assert_same(late.frame(x), create_engine(cluster["bundle"], "onnxruntime").frame(x))
+        assert late.status()["calls"] >= 1
+    finally:
+        late.close()
+        from ray import serve
+
+        serve.delete("late")
     with pytest.raises(RemoteUnavailableError, match="pleura serve --bundle"):
         RayEngine(cluster["bundle"], app_name="not-deployed", fallback=False)
     other = make_dummy_bundle(cluster["tmp"] / "other", seg=False, seed=7)
     with pytest.raises(ValueError, match="serves bundle"):
         RayEngine(other, address=cluster["address"])
+
+
+def test_pleura_score_backend_ray_equals_the_local_engine(cluster, capsys):
+    from stream.cli import main
+
+    outs = {}
+    for backend in ("ray", "onnxruntime"):
+        out = cluster["tmp"] / f"score-{backend}.json"
+        extra = ["--serve-address", cluster["address"]] if backend == "ray" else []
+        rc = main(["score", str(DEMO), "--bundle", str(cluster["bundle"]), "--backend", backend,
+                   "--threads", "1", "--max-frames", "24", "--json", str(out), *extra])
+        assert rc == 0, capsys.readouterr().out
+        import json
+
+        outs[backend] = json.loads(out.read_text())
+    assert outs["ray"]["model"]["backend"] == "ray"
+    a, b = (np.array([f["probs"] for f in outs[k]["clips"][0]["frames"]])
+            for k in ("ray", "onnxruntime"))
+    assert a.shape == (24, 4) and np.abs(a - b).max() <= TOL
+    assert outs["ray"]["clips"][0]["video"]["score"] == outs["onnxruntime"]["clips"][0]["video"][
+        "score"]
 
 
 # --------------------------------------------------------------------------- the worker
@@ -380,3 +420,22 @@ def test_worker_falls_back_to_its_local_engine_and_says_so(cluster):
     assert "no Ray head answers" in (engine["detail"] or ""), engine
     _check_against_local(probes, cluster["bundle"])
     assert os.path.exists(log)
+
+
+def test_serve_config_and_the_serve_run_builder(tmp_path):
+    from ray.serve import Application
+
+    from engines.serve import ServeConfig, app_builder
+
+    bundle = make_dummy_bundle(tmp_path / "b", seg=False)
+    assert isinstance(app_builder({"bundle": str(bundle), "replicas": "3",
+                                   "num_gpus": "0.5"}), Application)
+    gpu = ServeConfig(bundle=str(bundle), threads=2, num_gpus=0.5).actor_options()
+    assert gpu["num_cpus"] == 2 and gpu["num_gpus"] == 0.5
+    assert "num_gpus" not in ServeConfig(bundle=str(bundle)).actor_options()
+    with pytest.raises(ValueError, match="may have"):
+        app_builder({"bundle": str(bundle), "replica": "2"})
+    with pytest.raises(ValueError, match="--replicas"):
+        app_builder({"bundle": str(bundle), "replicas": "0"})
+    with pytest.raises(ValueError, match="cannot use the ray backend"):
+        ServeConfig(bundle=str(bundle), backend="ray")
