@@ -31,6 +31,13 @@ class TrainConfig:
         cache_dir: where decoded 224x224 frames are cached (None = no cache).
         init_from: warm start from another run's ``best.pt`` (see
             :func:`train.frame.trainer.warm_start`; None = random init, as in the paper).
+        freeze_cnn: keep the classifier Φ_cnn fixed (weights and BatchNorm statistics, no
+            dropout) so only the localisation net and θ heads learn (CPU recipe, stage 2).
+        theta_lr_mult: learning-rate multiplier of the θ heads (translation, scale,
+            off-diagonal) over ``lr`` (paper: 1).
+        init_loc_from: after ``init_from``, fill the localisation trunk from this run's
+            classifier trunk (CPU recipe: the 112-pixel whole-frame CNN, whose pixel scale is
+            that of the 2x-pooled localisation input; None = keep ``init_from``'s).
     """
 
     data: str
@@ -53,6 +60,9 @@ class TrainConfig:
     zero_gap: bool = False
     cache_dir: str | None = "runs/.cache"
     init_from: str | None = None
+    freeze_cnn: bool = False
+    theta_lr_mult: float = 1.0
+    init_loc_from: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -104,24 +104,60 @@ def _target_mask(ds: LusDataset, vid: str, frame: int) -> np.ndarray | None:
     return (boxed >= 2) & (boxed != 255)
 
 
+PAPER_TRANS_INIT = (0.3, 0.3, 0.2, 0.2)
+"""The paper's initial translations (τ_α¹, τ_β¹, τ_α², τ_β²) of Reg-STN's θ heads."""
+
+
+def crop_spread(theta1: np.ndarray, theta2: np.ndarray) -> dict[str, float]:
+    """How much the crops move with the content (normalised coordinates, frame = [-1, 1]²).
+
+    Returns:
+        sigma1_mean, sigma2_mean, sigma_gap; tx1_std, ty1_std (std over frames of crop 1's
+        centre); t1_spread = sqrt(tx1_std² + ty1_std²) (RMS distance of crop-1 centres from
+        their mean); the same for crop 2; tx1_mean, ty1_mean.
+    """
+    res = {"sigma1_mean": float(theta1[:, 0, 0].mean()),
+           "sigma2_mean": float(theta2[:, 0, 0].mean())}
+    res["sigma_gap"] = abs(res["sigma1_mean"] - res["sigma2_mean"])
+    for k, th in (("1", theta1), ("2", theta2)):
+        sx, sy = float(th[:, 0, 2].std()), float(th[:, 1, 2].std())
+        res.update({f"tx{k}_mean": float(th[:, 0, 2].mean()),
+                    f"ty{k}_mean": float(th[:, 1, 2].mean()),
+                    f"tx{k}_std": sx, f"ty{k}_std": sy, f"t{k}_spread": float(np.hypot(sx, sy))})
+    return res
+
+
+def with_translation(theta: np.ndarray, tau: tuple[float, float]) -> np.ndarray:
+    """(N, 2, 3) transforms with their translation column replaced by ``tau`` (scale and
+    off-diagonal terms kept): the same model with frozen initial translations."""
+    out = np.array(theta, dtype=np.float64, copy=True)
+    out[:, 0, 2], out[:, 1, 2] = tau
+    return out
+
+
 def localisation(model, ds: LusDataset, table: FrameTable, rows: np.ndarray,
                  theta1: np.ndarray, theta2: np.ndarray, max_frames: int = 240,
-                 batch: int = 8, device: torch.device | None = None) -> dict:
-    """Crop scales, crop-1 boxes inside the sector, pointing game vs Grad-CAM of ``model.cnn``.
+                 batch: int = 8, device: torch.device | None = None,
+                 trans_init: tuple[float, ...] = PAPER_TRANS_INIT) -> dict:
+    """Crop scales and spread, crop-1 boxes inside the sector, pointing game vs Grad-CAM.
 
     The sector of a frame is that of its clip (:func:`video_sector`); a box is "inside" when
     ≥ 90 % of its area is. Pointing (hit) = the box overlaps the ground-truth pathological
     mask (labels ≥ 2, scores ≥ 1); frames without such a region are not counted.
+    ``stn_crop1_init`` scores crop 1 with its translation frozen at ``trans_init[:2]`` (same
+    σ and off-diagonal terms): what the learnt translations add.
 
-    Grad-CAM runs the same Φ_cnn on the full 224x224 frame (fully convolutional + GAP; at
-    σ = 0.5 a 112 crop has the same pixel scale), target layer = last conv block.
+    Grad-CAM runs ``model.cnn`` (Φ_cnn) on the full 224x224 frame (fully convolutional + GAP;
+    at σ = 0.5 a 112 crop has the same pixel scale), target layer = last conv block; it is
+    skipped when ``model`` is None (an exported bundle).
     """
     hw = (FRAME_SPEC.height, FRAME_SPEC.width)
-    res: dict = {"sigma1_mean": float(theta1[:, 0, 0].mean()),
-                 "sigma2_mean": float(theta2[:, 0, 0].mean())}
-    res["sigma_gap"] = abs(res["sigma1_mean"] - res["sigma2_mean"])
+    res: dict = crop_spread(theta1, theta2)
+    res["trans_init"] = [float(v) for v in trans_init]
     pick = np.unique(np.linspace(0, len(rows) - 1, min(max_frames, len(rows))).astype(int))
+    theta1_init = with_translation(theta1, tuple(trans_init[:2]))
     stn = {"inside_frac": [], "hit": [], "precision": []}
+    init = {"inside_frac": [], "hit": [], "precision": []}
     cam = {"inside_frac": [], "hit": [], "precision": []}
     sectors = {v: video_sector(table.images[table.video_ids == v])
                for v in np.unique(table.video_ids[rows[pick]])}
@@ -140,6 +176,8 @@ def localisation(model, ds: LusDataset, table: FrameTable, rows: np.ndarray,
             target = _target_mask(ds, str(table.video_ids[r]), int(table.frames[r]))
             for k, v in box_scores(theta_box(theta1[i], hw), sector, target).items():
                 stn[k].append(v)
+            for k, v in box_scores(theta_box(theta1_init[i], hw), sector, target).items():
+                init[k].append(v)
             if heats is not None:
                 for k, v in box_scores(heat_box(heats[j] * sector), sector, target).items():
                     cam[k].append(v)
@@ -157,8 +195,15 @@ def localisation(model, ds: LusDataset, table: FrameTable, rows: np.ndarray,
                 "n_frames": int(inside.size), "n_with_target": int(np.isfinite(hit).sum())}
 
     res["stn_crop1"] = summary(stn)
+    res["stn_crop1_init"] = summary(init)
     res["gradcam"] = summary(cam) if gc is not None else None
     return res
+
+
+def _whole_frame(theta: np.ndarray) -> bool:
+    """True when every transform is the identity (a model without crops)."""
+    eye = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    return bool(np.allclose(theta, eye, atol=1e-4))
 
 
 def evaluate(run: str | Path | None, data: str | Path, split: str = "test", stride: int = 1,
@@ -208,8 +253,9 @@ def evaluate(run: str | Path | None, data: str | Path, split: str = "test", stri
            "n_videos": len(vids), "model": cfg.model if cfg else None,
            "setting1": classification_report(y, pred), "table": table_row(y, pred, masks),
            "predict_seconds": t_pred}
-    if model is not None:
+    if model is not None or not _whole_frame(p["theta1"]):
+        init = tuple(getattr(model, "trans_init", PAPER_TRANS_INIT))
         out["localisation"] = localisation(model, ds, table, rows, p["theta1"], p["theta2"],
-                                           loc_frames, device=dev)
+                                           loc_frames, device=dev, trans_init=init)
     out["seconds"] = time.perf_counter() - t0
     return out

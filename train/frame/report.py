@@ -29,7 +29,8 @@ def details_markdown(results: dict[str, dict]) -> str:
         results: {model name: evaluate() result (or its ``--json`` file)}.
     """
     out = ["| model | frames (stride) | weighted F1 | QWK | within-one | per-class F1 (0/1/2/3) "
-           "| σ₁ / σ₂ | pointing: crop 1 vs Grad-CAM |", "|---" * 8 + "|"]
+           "| σ₁ / σ₂ | crop-1 spread | pointing: crop 1 vs Grad-CAM | crop 1, frozen initial "
+           "translation |", "|---" * 10 + "|"]
     for name, res in results.items():
         s = res["setting1"]
         loc = res.get("localisation") or {}
@@ -37,11 +38,13 @@ def details_markdown(results: dict[str, dict]) -> str:
         cam = (loc.get("gradcam") or {}).get("pointing")
         sig = (f"{loc['sigma1_mean']:.3f} / {loc['sigma2_mean']:.3f}"
                if "sigma1_mean" in loc else "–")
-        point = "–" if cam is None else f"{_pct(crop)} vs {_pct(cam)}"
+        point = f"{_pct(crop)} vs {_pct(cam)}"
+        spread = f"{loc['t1_spread']:.3f}" if "t1_spread" in loc else "–"
+        init = _pct((loc.get("stn_crop1_init") or {}).get("pointing"))
         per_class = " / ".join(f"{100 * v:.0f}" for v in s["per_class_f1"])
         out.append(f"| {name} | {s['n']} ({res.get('stride', 1)}) | {_pct(s['weighted_f1'])} "
                    f"| {s['qwk']:.3f} | {_pct(s['within_one'])} | {per_class} | {sig} "
-                   f"| {point} |")
+                   f"| {spread} | {point} | {init} |")
     return "\n".join(out) + "\n"
 
 
@@ -61,7 +64,12 @@ def format_summary(res: dict) -> str:
     if loc:
         lines.append(f"σ1 {loc['sigma1_mean']:.3f}, σ2 {loc['sigma2_mean']:.3f} "
                      f"(|gap| {loc['sigma_gap']:.3f})")
-        for name in ("stn_crop1", "gradcam"):
+        if "t1_spread" in loc:
+            lines.append(f"crop-1 centre: mean ({loc['tx1_mean']:.3f}, {loc['ty1_mean']:.3f}), "
+                         f"std ({loc['tx1_std']:.3f}, {loc['ty1_std']:.3f}), spread "
+                         f"{loc['t1_spread']:.3f}; crop 2 spread {loc['t2_spread']:.3f} "
+                         "(normalised coordinates)")
+        for name in ("stn_crop1", "stn_crop1_init", "gradcam"):
             d = loc.get(name)
             if d:
                 lines.append(f"{name}: inside sector {_pct(d['inside_sector'])} %, pointing "

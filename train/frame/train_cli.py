@@ -31,6 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="warm start from RUN/best.pt (matching weights; a CNN trunk also "
                         "fills the Reg-STN localisation trunk). Default: random init")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+    parser.add_argument("--freeze-cnn", action="store_true",
+                        help="keep the classifier Φ_cnn fixed; train the localisation net and "
+                        "θ heads only")
+    parser.add_argument("--theta-lr-mult", type=float, default=1.0,
+                        help="learning-rate multiplier of the θ heads (default 1 = paper)")
+    parser.add_argument("--recipe", default=None, metavar="NAME",
+                        help="run a named multi-stage recipe into --out instead of one run "
+                        "(only --data, --out, --threads, --seed, --split-seed, --device, "
+                        "--cache-dir apply; re-run the same command to resume). Recipes: "
+                        "cpu-stn = cnn-sord -> reg-stn-cpu with frozen Φ_cnn -> joint "
+                        "(train/frame/recipe.py)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from train.frame.trainer import train
     from train.models import get_spec
 
+    if args.recipe:
+        return _run_recipe(args)
     get_spec(args.model)  # a wrong name fails now, listing the valid ones
     cfg = TrainConfig(
         data=args.data, out=args.out, model=args.model.lower(), epochs=args.epochs,
@@ -45,7 +58,23 @@ def run(args: argparse.Namespace) -> int:
         frames_per_epoch=args.frames_per_epoch, max_frames_per_video=args.max_frames_per_video,
         val_max_frames_per_video=args.val_max_frames_per_video, seed=args.seed,
         split_seed=args.split_seed, device=args.device, threads=args.threads,
-        cache_dir=args.cache_dir or None, init_from=args.init_from)
+        cache_dir=args.cache_dir or None, init_from=args.init_from,
+        freeze_cnn=args.freeze_cnn, theta_lr_mult=args.theta_lr_mult)
     out = train(cfg, resume=args.resume)
     print(f"run folder: {out} (best.pt chosen on the validation split)")
+    return 0
+
+
+def _run_recipe(args: argparse.Namespace) -> int:
+    import time
+
+    from train.frame.recipe import run_recipe
+
+    t0 = time.perf_counter()
+    times = run_recipe(args.recipe, args.data, args.out, threads=args.threads, seed=args.seed,
+                       split_seed=args.split_seed, device=args.device,
+                       cache_dir=args.cache_dir or None)
+    done = ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) or "nothing left to do"
+    print(f"recipe {args.recipe}: {done}; {time.perf_counter() - t0:.0f} s wall in this call; "
+          f"run folder: {args.out} (stage times in {args.out}/recipe.json)")
     return 0

@@ -81,7 +81,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
                     scaler: torch.amp.GradScaler, cfg: TrainConfig, device: torch.device,
                     epoch: int) -> dict[str, float]:
     """One pass over ``loader``; returns mean loss parts, accuracy and throughput."""
-    model.train()
+    set_train_mode(model, cfg)
     kw = _sord_kwargs(cfg)
     sums: dict[str, float] = {}
     n = correct = 0
@@ -112,6 +112,43 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
     return res
 
 
+THETA_HEADS = ("translation", "scale", "offdiag", "affine")
+
+
+def set_train_mode(model: nn.Module, cfg: TrainConfig) -> None:
+    """``model.train()``, except a frozen classifier (``cfg.freeze_cnn``) stays in eval mode:
+    its BatchNorm statistics do not move and its dropout is off."""
+    model.train()
+    if cfg.freeze_cnn:
+        _classifier(model, cfg).eval()
+
+
+def _classifier(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    cnn = getattr(model, "cnn", None)
+    if cnn is None:
+        raise ValueError(f"--freeze-cnn needs a model with a classifier Φ_cnn; {cfg.model} "
+                         "has none")
+    return cnn
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Adam parameter groups: the θ heads at ``lr · theta_lr_mult``, the rest at ``lr``.
+
+    With ``cfg.freeze_cnn`` the classifier's parameters get ``requires_grad=False`` and are
+    left out of the optimiser.
+    """
+    if cfg.freeze_cnn:
+        _classifier(model, cfg).requires_grad_(False)
+    heads, rest = [], []
+    for name, prm in model.named_parameters():
+        if prm.requires_grad:
+            (heads if name.split(".")[0] in THETA_HEADS else rest).append(prm)
+    groups = [{"params": rest, "lr": cfg.lr}]
+    if heads:
+        groups.append({"params": heads, "lr": cfg.lr * cfg.theta_lr_mult})
+    return groups
+
+
 def _loaders(cfg: TrainConfig, table: FrameTable, split: dict[str, list[str]]):
     tr_rows = table.select(split["train"], cfg.max_frames_per_video)
     va_rows = table.select(split["val"], cfg.val_max_frames_per_video)
@@ -121,12 +158,13 @@ def _loaders(cfg: TrainConfig, table: FrameTable, split: dict[str, list[str]]):
     return FrameDataset(table, tr_rows, augment=True), FrameDataset(table, va_rows)
 
 
-def warm_start(model: nn.Module, run_dir: str | Path) -> int:
+def warm_start(model: nn.Module, run_dir: str | Path, only_loc: bool = False) -> int:
     """Copy matching weights from another run's ``best.pt`` into ``model``.
 
     A tensor is copied when the same name and shape exist in the source; the Reg-STN
     localisation trunk ``loc.trunk.*`` is also filled from a source CNN trunk ``cnn.trunk.*``
-    (same architecture). Returns the number of tensors copied.
+    (same architecture). ``only_loc`` copies only that localisation trunk. Returns the number
+    of tensors copied.
 
     Raises:
         FileNotFoundError: no ``best.pt`` in ``run_dir``.
@@ -138,7 +176,9 @@ def warm_start(model: nn.Module, run_dir: str | Path) -> int:
     dst = model.state_dict()
     n = 0
     for k, v in dst.items():
-        cand = src.get(k)
+        if only_loc and not k.startswith("loc.trunk."):
+            continue
+        cand = None if only_loc else src.get(k)
         if cand is None and k.startswith("loc.trunk."):
             cand = src.get("cnn.trunk." + k[len("loc.trunk."):])
         if cand is not None and cand.shape == v.shape:
@@ -190,10 +230,13 @@ def train(cfg: TrainConfig, resume: bool = False, table: FrameTable | None = Non
     model = build_model(cfg.model)
     if cfg.init_from:
         warm_start(model, cfg.init_from)
+    if cfg.init_loc_from and warm_start(model, cfg.init_loc_from, only_loc=True) == 0:
+        raise ValueError(f"--init-loc-from {cfg.init_loc_from}: no localisation-trunk "
+                         f"tensor matched; {cfg.model} needs a localisation net")
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     decay_epoch = max(1, round(cfg.decay_at * cfg.epochs))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=decay_epoch, gamma=0.1)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")

@@ -22,16 +22,25 @@ def _out(logits: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor,
 
 
 class WholeFrameCNN(nn.Module):
-    """CNN + CE / CNN + SORD: the CNN on the whole frame resampled to 112x112 (θ = identity)."""
+    """CNN + CE / CNN + SORD: the CNN on the whole frame resampled to size x size (θ = identity).
 
-    def __init__(self, n_classes: int = 4) -> None:
+    Args:
+        size: 112 (Table I rows: the frame at half its pixel scale) or 224 (the frame as it
+            is, i.e. the pixel scale of Reg-STN's σ = 0.5 crops; stage 1 of the CPU recipe,
+            so a Φ_cnn warm-started from it sees findings at the size it learnt them).
+    """
+
+    def __init__(self, n_classes: int = 4, size: int = CROP) -> None:
         super().__init__()
+        self.size = size
         self.cnn = FrameCNN(n_classes)
-        self.register_buffer("base", base_grid(CROP, CROP), persistent=False)
+        self.register_buffer("base", base_grid(size, size), persistent=False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         t = identity_theta(x.shape[0], x.device)
-        logits = self.cnn(affine_crop(x, t, self.base, (CROP, CROP))).float()
+        xs = x if x.shape[-1] == self.size and x.shape[-2] == self.size else \
+            affine_crop(x, t, self.base, (self.size, self.size))
+        logits = self.cnn(xs).float()
         return _out(logits, t, t, None)
 
 

@@ -45,10 +45,16 @@ class ModelSpec:
 _SPECS = (
     ModelSpec("reg-stn", RegSTN, "sord", True, True,
               "CNN + Reg-STN + SORD (two crops, consistency, scale prior) — the default"),
+    ModelSpec("reg-stn-cpu", lambda: RegSTN(loc_size=112), "sord", True, True,
+              "Reg-STN for the CPU recipe: localisation net on the 2x-pooled 112x112 frame "
+              "(crops still from the 224 frame); same heads, losses and crops"),
     ModelSpec("reg-stn-fixed-scale", lambda: RegSTN(fixed_scale=True), "sord", True, False,
               "Reg-STN with fixed scales (0.5, 0.75), learnable translations only"),
     ModelSpec("cnn-ce", WholeFrameCNN, "ce", False, False, "CNN + cross-entropy"),
     ModelSpec("cnn-sord", WholeFrameCNN, "sord", False, False, "CNN + SORD"),
+    ModelSpec("cnn-sord-224", lambda: WholeFrameCNN(size=224), "sord", False, False,
+              "CNN + SORD on the full 224x224 frame (the pixel scale of σ = 0.5 crops; stage 1 "
+              "of the cpu-stn recipe)"),
     ModelSpec("resnet18-sord", ResNet18, "sord", False, False, "ResNet-18 (no pretraining) + SORD"),
     ModelSpec("cnn-stn-sord", FreeSTN, "sord", False, False,
               "CNN + STN (one crop, free affine) + SORD"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from train.models.cnn import CHANNELS, FrameCNN, Trunk
@@ -26,17 +27,23 @@ def _logit(p: float) -> float:
 
 
 class LocNet(nn.Module):
-    """Localisation trunk: (B, 3, 224, 224) -> (B, 32) features (trunk -> 6272 -> 32 -> ReLU)."""
+    """Localisation trunk: (B, 3, S, S) -> (B, 32) features (trunk -> 128·(S/32)² -> 32 -> ReLU).
 
-    def __init__(self) -> None:
+    S = 224 in the paper (6272 features); the CPU recipe runs it on the frame average-pooled
+    to S = 112 (1152 features, 4x fewer MACs).
+    """
+
+    def __init__(self, size: int = INPUT) -> None:
         super().__init__()
+        self.size = size
         self.trunk = Trunk()
-        self.fc = nn.Sequential(nn.Linear(LOC_FEATURES, 32), nn.ReLU(inplace=True))
+        n = CHANNELS[-1] * (size // 32) ** 2
+        self.fc = nn.Sequential(nn.Linear(n, 32), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_tracing() and x.shape[-2:] != (INPUT, INPUT):
-            raise ValueError(f"the STN localisation net needs {INPUT}x{INPUT} input, got "
-                             f"{tuple(x.shape[-2:])}; preprocess with engines.preprocess")
+        if not torch.jit.is_tracing() and x.shape[-2:] != (self.size, self.size):
+            raise ValueError(f"the STN localisation net needs {self.size}x{self.size} input, "
+                             f"got {tuple(x.shape[-2:])}; preprocess with engines.preprocess")
         return self.fc(self.trunk(x).flatten(1))
 
 
@@ -60,14 +67,24 @@ class RegSTN(nn.Module):
     Args:
         fixed_scale: the paper's variant with fixed σ = (0.5, 0.75), no off-diagonal terms,
             and learnable translations only.
+        loc_size: side of the localisation net's input. 224 = the paper; 112 = the CPU
+            recipe (the frame is 2x2 average-pooled before the localisation trunk only; the
+            crops are still cut from the full 224x224 frame).
+        trans_init: initial (τ_α¹, τ_β¹, τ_α², τ_β²) (kept as ``trans_init`` for the
+            frozen-translation comparison of ``pleura eval frame``).
     """
 
     def __init__(self, n_classes: int = 4, fixed_scale: bool = False,
                  scale_init: tuple[float, float] = (0.5, 0.75),
-                 trans_init: tuple[float, float, float, float] = (0.3, 0.3, 0.2, 0.2)) -> None:
+                 trans_init: tuple[float, float, float, float] = (0.3, 0.3, 0.2, 0.2),
+                 loc_size: int = INPUT) -> None:
         super().__init__()
+        if INPUT % loc_size:
+            raise ValueError(f"loc_size must divide {INPUT}, got {loc_size}")
         self.fixed_scale = fixed_scale
-        self.loc = LocNet()
+        self.loc_size = loc_size
+        self.trans_init = tuple(trans_init)
+        self.loc = LocNet(loc_size)
         self.translation = _head(4, trans_init)
         if fixed_scale:
             self.register_buffer("sigma_fixed", torch.tensor(scale_init))
@@ -79,7 +96,8 @@ class RegSTN(nn.Module):
 
     def thetas(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, 3, 224, 224) -> θ₁ (B, 2, 3), θ₂ (B, 2, 3), σ (B, 2)."""
-        h = self.loc(x)
+        k = INPUT // self.loc_size
+        h = self.loc(F.avg_pool2d(x, k) if k > 1 else x)
         tau = self.translation(h).float()  # (B, 4)
         if self.fixed_scale:
             sigma = self.sigma_fixed.expand(x.shape[0], 2)

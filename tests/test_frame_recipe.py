@@ -1,0 +1,156 @@
+"""The CPU Reg-STN recipe: frozen classifier, θ-head learning rate, staged runs, crop figures."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests._frame_fixtures import one_torch_thread, tiny_sim  # noqa: F401 - fixtures
+from train.data.layout import read_dataset
+from train.frame import recipe as recipe_mod
+from train.frame.config import TrainConfig
+from train.frame.data import build_table
+from train.frame.evaluate import crop_spread, evaluate, localisation, with_translation
+from train.frame.recipe import Stage, run_recipe, stage_configs
+from train.frame.run import load_run
+from train.frame.trainer import param_groups, train
+from train.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cfg(data, out, **kw):
+    base = dict(data=str(data), out=str(out), model="reg-stn-cpu", epochs=1, batch=4, lr=1e-3,
+                frames_per_epoch=8, seed=0, device="cpu", cache_dir=None)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_reg_stn_cpu_pools_only_the_localisation_input():
+    m = build_model("reg-stn-cpu").eval()
+    assert m.loc.size == 112 and m.loc.fc[0].in_features == 128 * 3 * 3
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        out = m(x)
+    assert out["probs"].shape == (2, 4) and out["theta1"].shape == (2, 2, 3)
+    # the paper-exact model keeps the full-resolution localisation input
+    assert build_model("reg-stn").loc.fc[0].in_features == 128 * 7 * 7
+
+
+def test_param_groups_put_theta_heads_at_their_own_rate():
+    m = build_model("reg-stn-cpu")
+    cfg = _cfg("d", "o", theta_lr_mult=10.0)
+    groups = param_groups(m, cfg)
+    heads = {id(p) for mod in (m.translation, m.scale, m.offdiag) for p in mod.parameters()}
+    assert groups[1]["lr"] == pytest.approx(1e-2) and groups[0]["lr"] == pytest.approx(1e-3)
+    assert {id(p) for p in groups[1]["params"]} == heads
+    assert not heads & {id(p) for p in groups[0]["params"]}
+
+
+def test_frozen_classifier_does_not_move_but_the_crops_do(tiny_sim, tmp_path):  # noqa: F811
+    table = build_table(read_dataset(tiny_sim), None, progress=False)
+    cfg = _cfg(tiny_sim, tmp_path / "run", freeze_cnn=True, theta_lr_mult=10.0)
+    torch.manual_seed(cfg.seed)
+    before = build_model(cfg.model).state_dict()
+    train(cfg, table=table, progress=False)
+    after, _ = load_run(tmp_path / "run", which="last")
+    sd = after.state_dict()
+    for k, v in before.items():
+        if k.startswith("cnn."):  # weights and BatchNorm running statistics
+            torch.testing.assert_close(sd[k], v, msg=f"{k} moved")
+    assert not torch.equal(sd["translation.bias"], before["translation.bias"])
+    assert not torch.equal(sd["loc.fc.0.weight"], before["loc.fc.0.weight"])
+
+
+def test_freeze_needs_a_classifier():
+    cfg = _cfg("d", "o", model="resnet18-sord", freeze_cnn=True)
+    with pytest.raises(ValueError, match="freeze-cnn"):
+        param_groups(build_model(cfg.model), cfg)
+
+
+def test_stage_chain_links_warm_starts_and_ends_in_out():
+    chain = stage_configs("cpu-stn", "data/sim-train", "runs/x", threads=2)
+    names = [n for n, _ in chain]
+    assert names == ["cnn112", "cnn224", "loc", "final"]
+    c112, cnn, loc, final = (c for _, c in chain)
+    assert c112.model == "cnn-sord" and c112.init_from is None
+    assert cnn.model == "cnn-sord-224" and cnn.init_from == c112.out
+    assert loc.init_from == cnn.out and loc.freeze_cnn and loc.theta_lr_mult == 10
+    assert loc.init_loc_from == c112.out
+    assert final.out == "runs/x" and final.init_from == loc.out and not final.freeze_cnn
+    assert all(c.threads == 2 for _, c in chain)
+    with pytest.raises(KeyError, match="cpu-stn"):
+        stage_configs("nope", "d", "o")
+
+
+def test_tiny_recipe_trains_every_stage_and_resumes(tiny_sim, tmp_path, monkeypatch):  # noqa: F811
+    tiny = {"batch": 4, "frames_per_epoch": 8, "epochs": 1}
+    monkeypatch.setitem(recipe_mod.RECIPES, "tiny", (
+        Stage("cnn", {**tiny, "model": "cnn-sord-224", "lr": 1e-3}),
+        Stage("loc", {**tiny, "model": "reg-stn-cpu", "freeze_cnn": True,
+                      "theta_lr_mult": 10.0, "init_loc_from": "@cnn"}),
+        Stage("", {**tiny, "model": "reg-stn-cpu", "lr": 1e-4}),
+    ))
+    out = tmp_path / "recipe"
+    times = run_recipe("tiny", str(tiny_sim), str(out), device="cpu", cache_dir=None)
+    assert set(times) == {"cnn", "loc", "final"}
+    model, cfg = load_run(out)
+    assert cfg.model == "reg-stn-cpu" and cfg.init_from == str(out / "loc")
+    # the frozen stage handed the stage-1 classifier on unchanged
+    cnn_run, _ = load_run(out / "cnn")
+    loc_run, _ = load_run(out / "loc")
+    torch.testing.assert_close(loc_run.cnn.state_dict()["head.4.weight"],
+                               cnn_run.cnn.state_dict()["head.4.weight"])
+    rec = json.loads((out / "recipe.json").read_text())
+    assert set(rec["stages"]) == {"cnn", "loc", "final"}
+    # the same command again: every stage is finished, nothing is retrained
+    assert run_recipe("tiny", str(tiny_sim), str(out), device="cpu", cache_dir=None) == {}
+
+
+def test_crop_spread_and_frozen_translation():
+    th = np.zeros((4, 2, 3))
+    th[:, 0, 0] = th[:, 1, 1] = 0.5
+    th[:, 0, 2] = [-0.2, 0.2, -0.2, 0.2]
+    th[:, 1, 2] = 0.1
+    s = crop_spread(th, th)
+    assert s["tx1_std"] == pytest.approx(0.2) and s["ty1_std"] == pytest.approx(0.0)
+    assert s["t1_spread"] == pytest.approx(0.2) and s["sigma1_mean"] == pytest.approx(0.5)
+    fixed = with_translation(th, (0.3, 0.3))
+    assert np.all(fixed[:, :, 2] == 0.3) and np.all(fixed[:, 0, 0] == 0.5)
+
+
+def test_localisation_scores_moving_crops_above_frozen_ones(tiny_sim):  # noqa: F811
+    """A crop centred on each frame's lesion points at it; the same crop frozen at a far-away
+    translation does not: the figure that says whether the crops learnt anything."""
+    from train.frame.evaluate import _target_mask
+
+    ds = read_dataset(tiny_sim)
+    table = build_table(ds, None, progress=False)
+    rows = table.select(None)
+    th = np.zeros((len(rows), 2, 3))
+    th[:, 0, 0] = th[:, 1, 1] = 0.25
+    th[:, 0, 2], th[:, 1, 2] = -0.9, -0.9
+    for i, r in enumerate(rows):  # centre crop 1 on the lesion mask's centroid
+        m = _target_mask(ds, str(table.video_ids[r]), int(table.frames[r]))
+        if m is not None and m.any():
+            ys, xs = np.nonzero(m)
+            th[i, 0, 2], th[i, 1, 2] = (xs.mean() + 0.5) / 112 - 1, (ys.mean() + 0.5) / 112 - 1
+    res = localisation(None, ds, table, rows, th, th, max_frames=len(rows),
+                       trans_init=(-0.9, -0.9, 0.0, 0.0))
+    assert res["gradcam"] is None
+    assert res["stn_crop1"]["pointing"] == 1.0
+    assert res["stn_crop1_init"]["pointing"] < res["stn_crop1"]["pointing"]
+    assert res["trans_init"][:2] == [-0.9, -0.9]
+
+
+def test_eval_frame_bundle_reports_the_crop_figures(tiny_sim):  # noqa: F811
+    """``pleura eval frame --bundle B`` (no run folder) measures σ, spread and pointing from the
+    bundle's own θ outputs through ONNX Runtime."""
+    pytest.importorskip("onnxruntime")
+    res = evaluate(None, tiny_sim, split="all", batch=8, loc_frames=8, cache_dir=None,
+                   bundle=REPO / "engines" / "bundles" / "regstn-sim")
+    loc = res["localisation"]
+    assert 0.3 < loc["sigma1_mean"] < 0.7 and "t1_spread" in loc
+    assert loc["stn_crop1"]["n_frames"] == 8 and loc["gradcam"] is None
