@@ -94,13 +94,13 @@ def run(args: argparse.Namespace) -> int:
         print("pleura serve: --detach needs a cluster that outlives this command (`ray start "
               "--head`, then --address auto), not --local-cpus")
         return 2
-    stop = install_stop_handler()
     try:
         address = _join(ray, args)
     except ConnectionError as exc:
         print(f"pleura serve: cannot join the Ray cluster at {args.address} ({exc}); start "
               "one with `ray start --head` or use --local-cpus N")
         return 2
+    stop = install_stop_handler()  # after ray.init, which sets its own SIGTERM handler
     try:
         from engines.serve import deploy
 

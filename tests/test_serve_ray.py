@@ -318,7 +318,8 @@ def _start_worker(probes: Probes, bundle: Path, log: Path, *extra: str) -> subpr
         return subprocess.Popen(_pleura(*args), stderr=err, cwd=ROOT)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen) -> int | None:
+    """SIGTERM, as the supervisor stops a worker; its exit code (None: it had to be killed)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -326,6 +327,8 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            return None
+    return proc.returncode
 
 
 def _check_against_local(probes: Probes, bundle: Path) -> dict[int, list[int]]:
@@ -374,8 +377,9 @@ def test_worker_scores_four_probes_on_serve_and_survives_a_killed_replica(cluste
         time.sleep(1.0)
         beats = [b for b in probes.beats if isinstance(b.get("engine"), dict)]
     finally:
-        _stop(proc)
+        rc = _stop(proc)
         probes.close()
+    assert rc == 0, f"worker did not stop cleanly ({rc}): {log.read_text()[-2000:]}"
     assert beats, f"no heartbeat with the engine's state: {log.read_text()[-2000:]}"
     engine = beats[-1]["engine"]
     assert engine["mode"] == "remote" and engine["gave_up"] == 0, engine
@@ -411,8 +415,9 @@ def test_worker_falls_back_to_its_local_engine_and_says_so(cluster):
         probes.sending.clear()
         time.sleep(1.2)  # a heartbeat after the last result
     finally:
-        _stop(proc)
+        rc = _stop(proc)
         probes.close()
+    assert rc == 0, f"worker did not stop cleanly ({rc}): {log.read_text()[-2000:]}"
     backend = probes.results[-1][1].meta["backend"]
     assert "ray unreachable -> local onnxruntime" in backend, backend
     engine = [b["engine"] for b in probes.beats if isinstance(b.get("engine"), dict)][-1]

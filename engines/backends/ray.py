@@ -27,12 +27,14 @@ Failure handling (issue #17):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,23 @@ def tcp_reachable(address: str, timeout_s: float = 2.0) -> bool | None:
             return True
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def keep_signal_handlers() -> Iterator[None]:
+    """Restore SIGTERM / SIGINT handlers after the block: ``ray.init`` replaces SIGTERM's with
+    ``sys.exit`` in the main thread, and the worker's own handler (a clean stop, exit 0, the
+    recorder finalised) must stay in force."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            if handler is not None:
+                signal.signal(s, handler)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -158,7 +177,9 @@ class RayEngine(Engine):
             if tcp_reachable(self.address) is False:
                 raise ConnectionError(f"no Ray head answers at {self.address}; start one "
                                       "(`ray start --head`) or fix --serve-address")
-            ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+            with keep_signal_handlers():
+                ray.init(address=self.address, log_to_driver=False,
+                         logging_level=logging.WARNING)
             self._owns_ray = True
         handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=self.app_name)
         info = handle.info.remote().result(timeout_s=max(self.call_timeout_s, 10.0))
