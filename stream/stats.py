@@ -44,6 +44,7 @@ class RunStats:
         self.sessions: dict[int, dict[Any, int]] = defaultdict(dict)  # sid -> session -> sent
         self.skips: dict[int, dict[Any, int]] = defaultdict(dict)     # sid -> worker -> skipped
         self.dropped: dict[Any, dict[str, int]] = {}                  # worker pid -> counts
+        self.engine: dict[Any, dict[str, Any]] = {}  # worker pid -> --backend ray state, counters
         self.resources: list[dict[str, float]] = []
         self.events: list[dict[str, Any]] = []
         self.sources: dict[int, str] = {}
@@ -81,6 +82,8 @@ class RunStats:
             self._count(int(meta.get("stream_id", 0)), session, int(meta["sent"]))
         elif meta.get("role") == "worker" and isinstance(meta.get("dropped"), dict):
             self.dropped[meta.get("pid")] = dict(meta["dropped"])
+            if isinstance(meta.get("engine"), dict):
+                self.engine[meta.get("pid")] = dict(meta["engine"])
 
     @property
     def captured(self) -> dict[int, int]:
@@ -135,6 +138,7 @@ class RunStats:
                        "not_scored": max(0, n_cap - processed),
                        "scored_pct": round(100.0 * processed / n_cap, 2) if n_cap else None},
             "worker_dropped": dict(dropped),
+            "worker_engine": {str(pid): e for pid, e in self.engine.items()},  # --backend ray
             "fps": round(processed / dur, 2), "streams": per_stream,
             "latency_ms": {"worker_pipeline": percentiles(self.latency),
                            "end_to_end": percentiles(self.e2e)},

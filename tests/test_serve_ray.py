@@ -422,6 +422,12 @@ def test_worker_falls_back_to_its_local_engine_and_says_so(cluster):
     assert "ray unreachable -> local onnxruntime" in backend, backend
     engine = [b["engine"] for b in probes.beats if isinstance(b.get("engine"), dict)][-1]
     assert engine["mode"] == "fallback" and engine["fallback_frames"] >= 10, engine
+    from stream.stats import RunStats  # what `pleura live --stats-json` reports
+
+    stats = RunStats()
+    for b in probes.beats:
+        stats.on_heartbeat(b)
+    assert [e["mode"] for e in stats.summary()["worker_engine"].values()] == ["fallback"]
     assert "no Ray head answers" in (engine["detail"] or ""), engine
     _check_against_local(probes, cluster["bundle"])
     assert os.path.exists(log)
