@@ -37,7 +37,7 @@ log = logging.getLogger("stream.score")
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mpeg", ".mpg", ".mkv", ".webm", ".gif",
                   ".wmv", ".ogv", ".flv", ".ts", ".dcm", ".dicom")
 """File endings collected when a folder is walked (compared case-insensitively; ``.dcm`` is
-a DICOM cine, :mod:`stream.dicom`)."""
+a DICOM cine, :mod:`stream.sources.dicom`)."""
 
 
 def find_clips(paths: Sequence[str | Path]) -> list[Path]:

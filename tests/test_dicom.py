@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from engines.scorer import load_scorer
-from stream.dicom import decode_dicom, is_dicom
 from stream.score import score_paths
 from stream.sources import SourceError, decode_file
+from stream.sources.dicom import decode_dicom, is_dicom
 
 pydicom = pytest.importorskip("pydicom")
 DEMO = Path(__file__).resolve().parents[1] / "stream" / "demo"

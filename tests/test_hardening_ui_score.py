@@ -232,14 +232,14 @@ def _cut(src: Path, dst: Path, fraction: float = 0.5) -> Path:
     ((103, None, 4.12, 4.08, 25.0, False), None),  # MPEG-PS: duration estimated from the data
 ])
 def test_truncation_needs_two_signals(args, reason):
-    from stream.truncation import truncation
+    from stream.sources.truncation import truncation
 
     got = truncation(*args)
     assert got == reason or (reason is not None and got.startswith(reason))
 
 
 def test_truncation_by_duration_only_for_one_stream_header_duration():
-    from stream.truncation import truncation
+    from stream.sources.truncation import truncation
 
     assert truncation(23, None, 0.77, 2.0, 30.0, False, time_only=True) == \
         "23 frames (0.77 of 2.00 s)"

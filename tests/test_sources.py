@@ -182,7 +182,7 @@ class _FlakyCard:
 
 
 def test_live_source_reconnects_and_reports_stall():
-    from stream.live_sources import LiveSource
+    from stream.sources.realtime import LiveSource
 
     card = _FlakyCard()
     src = LiveSource("fake://card", SourceOptions(stall_s=0.4, max_backoff_s=0.1))

@@ -135,7 +135,7 @@ def probe_clip(path: Path) -> tuple[float | None, int | None]:
     """
     import av  # the runtime's decoder; imported here so `ui.safety` stays light
 
-    from stream import dicom
+    from stream.sources import dicom
 
     if dicom.is_dicom(path):  # a DICOM cine: its header says how long it is
         try:

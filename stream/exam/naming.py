@@ -18,9 +18,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream.dicom import DICOM_SUFFIXES
 from stream.exam.protocols import zone_ids
 from stream.sources import IMAGE_SUFFIXES
+from stream.sources.dicom import DICOM_SUFFIXES
 
 RULE = ("<patient>_<zone>[_<take>].<ext>, e.g. P07_R1.mp4 or P07_L3_2.dcm: patient = letters, "
         "digits or '-'; zone = R or L and the zone number of that side in the protocol "

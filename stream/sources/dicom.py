@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.sources import DecodedFrame, SourceError
+from stream.sources.base import DecodedFrame, SourceError
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 

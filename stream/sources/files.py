@@ -1,137 +1,39 @@
-"""Frame sources, chosen by URI scheme: files, image folders, capture cards, network streams.
+"""Video files and image folders: decoded (PyAV, OpenCV, DICOM), checked for truncation, paced.
 
-``open_source(uri, options)`` looks the scheme up in :data:`SOURCES` (an unknown scheme gets an
-error listing the valid ones). Every source yields *events*: a :class:`DecodedFrame`, or a
-:class:`StateChange` ("playing", "ended", "stalled", "reconnecting", "error") that capture
-forwards so the UI can show it.
-
-- file paths (any container FFmpeg reads, through PyAV; GIFs) are paced by the stream's own
-  timestamps divided by ``speed``; ``loop`` restarts at the end (a new *epoch*: the video score
-  restarts).
+- file paths (any container FFmpeg reads, through PyAV; GIFs; DICOM cine through
+  :mod:`stream.sources.dicom`) are paced by the stream's own timestamps divided by ``speed``;
+  ``loop`` restarts at the end (a new *epoch*: the video score restarts).
 - a folder of images plays at ``fps``.
-- ``v4l2:///dev/videoN`` and ``rtsp:// udp:// http(s):// srt:// rtmp://`` are live
-  (:mod:`stream.live_sources`): newest frame only, stalls reported, reopened with backoff.
 
-:func:`decode_file` is the plain, unpaced decoder used for offline scoring (``pleura score``).
+:func:`decode_file` is the plain, unpaced decoder used for offline scoring (``pleura score``);
+:class:`FileSource` is the paced source capture plays.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import cv2
 import numpy as np
 
-from stream.truncation import gif_trailer_ok, truncation
+from stream.sources import dicom
+from stream.sources.base import (
+    DecodedFrame,
+    Event,
+    Source,
+    SourceError,
+    SourceOptions,
+    StateChange,
+    TruncatedError,
+)
+from stream.sources.truncation import gif_trailer_ok, truncation
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-STATES = ("playing", "ended", "stalled", "reconnecting", "error", "truncated")
-"""``truncated``: a file pass ended before the container said it would (see
-:class:`TruncatedError`); a looping file stays in this state while it is still cut short."""
-
-
-class SourceError(RuntimeError):
-    """A source that cannot be opened or read; the message names it and says what to do."""
-
-
-class TruncatedError(SourceError):
-    """A file that ends before its container says it should: cut short by an interrupted copy
-    or download, or still being written. Raised after the frames before the cut were yielded.
-
-    Attributes:
-        decoded: frames decoded.
-        expected: frames the container announces (None where it does not say).
-    """
-
-    def __init__(self, message: str, decoded: int, expected: int | None) -> None:
-        super().__init__(message)
-        self.decoded = decoded
-        self.expected = expected
-
-
-@dataclass(frozen=True)
-class DecodedFrame:
-    """One decoded frame.
-
-    Attributes:
-        image: (H, W) or (H, W, 3) uint8, RGB.
-        index: frame number within the current pass over the source (0-based).
-        pts_s: presentation time in seconds from the stream start (file timestamps; for live
-            sources the arrival time relative to the first frame).
-        epoch: pass / connection number; changes on loop or reopen (a new video).
-    """
-
-    image: np.ndarray
-    index: int
-    pts_s: float
-    epoch: int = 0
-
-
-@dataclass(frozen=True)
-class StateChange:
-    """The source entered ``state`` (one of :data:`STATES`); ``detail`` says why."""
-
-    state: str
-    detail: str = ""
-
-
-Event = DecodedFrame | StateChange
-
-
-@dataclass(frozen=True)
-class SourceOptions:
-    """Options for every source kind; each uses the ones that apply to it.
-
-    Attributes:
-        loop: files / folders: start again at the end.
-        speed: files / folders: playback speed factor (2.0 = twice real time).
-        fps: image folders (and files without timestamps): frames per second.
-        size: capture cards: "WxH" requested from the device, or None.
-        device_fps: capture cards: frame rate requested from the device, or None.
-        pixel_format: capture cards: e.g. "mjpeg", "yuyv422", or None (device default).
-        stall_s: live: no frame for this long -> "stalled".
-        max_backoff_s: live: the longest wait between reopen attempts.
-    """
-
-    loop: bool = False
-    speed: float = 1.0
-    fps: float = 30.0
-    size: str | None = None
-    device_fps: float | None = None
-    pixel_format: str | None = None
-    stall_s: float = 2.0
-    max_backoff_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not self.speed > 0:
-            raise ValueError(f"speed must be > 0, got {self.speed}")
-        if not self.fps > 0:
-            raise ValueError(f"fps must be > 0, got {self.fps}")
-
-
-class Source(ABC):
-    """A source of frames. Not thread-safe; one consumer."""
-
-    live: bool = False
-
-    def __init__(self, uri: str, options: SourceOptions | None = None) -> None:
-        self.uri = uri
-        self.options = options or SourceOptions()
-
-    @abstractmethod
-    def events(self) -> Iterator[Event]:
-        """Frames (due now, already paced) and state changes, until the source ends."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release the device / connection."""
 
 
 # --------------------------------------------------------------------------- decoding
@@ -254,7 +156,7 @@ def decode_file(path: str | Path, max_frames: int | None = None,
 
     Args:
         path: any container FFmpeg reads (mp4, mov, avi, mpeg, mkv, gif, ...), a DICOM cine
-            (:mod:`stream.dicom`) or a folder of images (played at ``fps``).
+            (:mod:`stream.sources.dicom`) or a folder of images (played at ``fps``).
         max_frames: stop after this many frames.
         fps: frame rate assigned to image folders.
 
@@ -270,8 +172,6 @@ def decode_file(path: str | Path, max_frames: int | None = None,
         raise SourceError(f"{p}: no such file or folder")
     if p.is_dir():
         return _decode_folder(p, fps, max_frames)
-    from stream import dicom  # DICOM cine (pydicom), by ending or preamble
-
     if dicom.is_dicom(p):
         return dicom.decode_dicom(p, max_frames, fps)
     return _decode_container(p, max_frames)
@@ -317,8 +217,6 @@ class FileSource(Source):
         if self.path.is_dir():
             list_images(self.path)  # fail now, not in the stream
         else:
-            from stream import dicom
-
             if dicom.is_dicom(self.path):
                 dicom.read_header(self.path)
             else:
@@ -356,49 +254,3 @@ class FileSource(Source):
                                                              else ""))
                 return
             epoch += 1
-
-
-# --------------------------------------------------------------------------- registry
-
-
-def _live(kind: str):
-    def make(uri: str, options: SourceOptions | None = None) -> Source:
-        from stream import live_sources
-
-        return getattr(live_sources, kind)(uri, options)
-    return make
-
-
-SOURCES = {
-    "file": FileSource,
-    "v4l2": _live("V4L2Source"),
-    "rtsp": _live("NetworkSource"),
-    "rtsps": _live("NetworkSource"),
-    "rtmp": _live("NetworkSource"),
-    "udp": _live("NetworkSource"),
-    "rtp": _live("NetworkSource"),
-    "tcp": _live("NetworkSource"),
-    "http": _live("NetworkSource"),
-    "https": _live("NetworkSource"),
-    "srt": _live("NetworkSource"),
-}
-"""URI scheme -> source class. A bare path is a file (or image folder)."""
-
-
-def scheme_of(uri: str) -> str:
-    parsed = urlparse(uri)
-    # "C:\x" or a bare path has no (or a one-letter) scheme.
-    return parsed.scheme.lower() if len(parsed.scheme) > 1 else "file"
-
-
-def open_source(uri: str, options: SourceOptions | None = None) -> Source:
-    """Open a source by URI.
-
-    Raises:
-        SourceError: unknown scheme (listing the valid ones), missing file / device.
-    """
-    scheme = scheme_of(uri)
-    if scheme not in SOURCES:
-        raise SourceError(f"unknown source scheme {scheme!r} in {uri!r}; valid: a file path, "
-                          f"an image folder or one of {sorted(SOURCES)}")
-    return SOURCES[scheme](uri, options)

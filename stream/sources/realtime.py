@@ -1,4 +1,4 @@
-"""Live sources: capture cards (V4L2) and network streams (RTSP, UDP, HTTP, SRT, RTMP).
+"""Real-time sources: capture cards (V4L2) and network streams (RTSP, UDP, HTTP, SRT, RTMP).
 
 A reader thread decodes continuously and keeps only the newest frame (a one-slot mailbox), so
 a slow consumer never sees stale frames and the device's buffers never fill. The consumer side
@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from stream.sources import (
+from stream.sources.base import (
     DecodedFrame,
     Event,
     Source,
