@@ -364,7 +364,8 @@ def test_worker_scores_four_probes_on_serve_and_survives_a_killed_replica(cluste
     d.mkdir()
     probes = Probes(d, cluster["frames"])
     proc = _start_worker(probes, cluster["bundle"], log, "--backend", "ray",
-                         "--serve-address", cluster["address"])
+                         "--serve-address", cluster["address"], "--seg", "lane",
+                         "--seg-hz", "2")  # the segmentation lane's engine is remote too
     try:
         probes.start_when_ready(proc, log)
         probes.wait_results(lambda: {m.stream_id for _, m in probes.results} == set(range(4)),
@@ -386,6 +387,7 @@ def test_worker_scores_four_probes_on_serve_and_survives_a_killed_replica(cluste
     assert len(engine["replicas_seen"]) >= 2, engine  # both replicas served this worker
     results = probes.results
     assert all(m.meta["backend"].startswith("ray (") for _, m in results), results[-1][1].meta
+    assert any(m.meta.get("mask_seq") is not None for _, m in results), "no mask came back"
     # no stream lost: every probe keeps getting results after the kill, with a bounded gap
     for sid in range(PROBES):
         times = [t for t, m in results if m.stream_id == sid]
