@@ -237,7 +237,7 @@ def _paced(ch: _Child, clip: str, seconds: float, warmup_s: float = 1.0) -> dict
 
     cap = [_open(clip)]
     fps = cap[0].get(cv2.CAP_PROP_FPS) or 30.0
-    slot: dict[str, Any] = {"item": None, "captured": 0}
+    slot: dict[str, Any] = {"item": None, "times": []}
     cond, stop = threading.Condition(), threading.Event()
 
     def reader() -> None:
@@ -250,7 +250,7 @@ def _paced(ch: _Child, clip: str, seconds: float, warmup_s: float = 1.0) -> dict
             time.sleep(max(0.0, t_next - time.perf_counter()))
             with cond:
                 slot["item"] = (img, time.perf_counter())
-                slot["captured"] += 1
+                slot["times"].append(slot["item"][1])
                 cond.notify()
 
     th = threading.Thread(target=reader, daemon=True)
@@ -264,15 +264,16 @@ def _paced(ch: _Child, clip: str, seconds: float, warmup_s: float = 1.0) -> dict
                 cond.wait_for(lambda: slot["item"] is not None, timeout=0.5)
                 item, slot["item"] = slot["item"], None
                 if not measuring and time.perf_counter() >= t_measure:
-                    measuring, slot["captured"], lat = True, int(item is not None), []
-                    t_measure = time.perf_counter()
+                    measuring, lat = True, []
+                    t_measure = item[1] if item is not None else time.perf_counter()
             if item is None:
                 continue
             ch.run(preprocess_frame(item[0], FRAME_SPEC)[0][None])
             lat.append(1000.0 * (time.perf_counter() - item[1]))
-        with cond:
-            captured = slot["captured"]
-    dt = max(time.perf_counter() - t_measure, 1e-9)  # a slow last forward overruns `seconds`
+    t_end = time.perf_counter()
+    dt = max(t_end - t_measure, 1e-9)  # a slow last forward overruns `seconds`
+    with cond:  # frames the source released in the measured window (the first one included)
+        captured = sum(t_measure <= t <= t_end for t in slot["times"])
     stop.set()
     th.join(2.0)
     return {"mode": "in-process (PyTorch baseline)", "streams": 1, "seconds": round(dt, 2),

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def make_untrained_bundle(out: str | Path, int8: bool = True, seg: Sequence[str] = ("unet",),
@@ -43,6 +46,39 @@ def make_untrained_bundle(out: str | Path, int8: bool = True, seg: Sequence[str]
                   name="untrained-reg-stn", commands=[cmd], seed=seed,
                   training={"data": "none: untrained weights, for speed measurements only"})
     return Path(out)
+
+
+def resolve_bundle(args: Any, tmp: Path) -> Path:
+    """The bundle a ``pleura bench`` run measures: ``--dummy`` (a tiny test bundle),
+    ``--untrained`` (exported here, in a child process), ``--bundle DIR``, or the default one.
+
+    Raises:
+        SystemExit: no bundle there, or the untrained export failed (the message says why).
+    """
+    import engines
+
+    if args.dummy:
+        from engines.testing import make_dummy_bundle
+
+        return make_dummy_bundle(tmp / "dummy-bundle")
+    if args.untrained:  # in a child process: this one never imports torch
+        import subprocess
+
+        out = tmp / "untrained-bundle"
+        logging.getLogger("pleura.bench").info("exporting an untrained Reg-STN bundle (torch, "
+                                                "child process)")
+        root = str(Path(__file__).resolve().parents[1])  # benchmarks/ sits in the checkout
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.devbundle", str(out)], cwd=root,
+                              capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": root})
+        if proc.returncode != 0:
+            raise SystemExit(f"pleura bench: --untrained export failed: {proc.stderr[-1500:]}")
+        return out
+    path = args.bundle or engines.default_bundle_path()
+    if not (path / "manifest.json").is_file():
+        raise SystemExit(f"pleura bench: no bundle at {path}; pass --bundle DIR (make one with "
+                         f"`pleura export RUN --out DIR`) or --dummy to exercise the tool")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

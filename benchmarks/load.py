@@ -253,8 +253,8 @@ class PhaseLoads:
                 "preflight_contended": pre, "phases": self.phases,
                 "contended_phases": bad, "background_load": self.bg.describe() if self.bg
                 else {"processes": 0},
-                "contention": ("intentional" if n else ("contended" if bad or pre
-                                                        else "quiet"))}
+                "contention": ("contended" if pre else "intentional" if n
+                               else "contended" if bad else "quiet")}
 
 
 class BackgroundLoad:

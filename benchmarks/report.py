@@ -136,8 +136,8 @@ def format_table(r: Mapping[str, Any]) -> str:
         lines += ["", *markdown_scaling(r).splitlines()]
     lines += ["", *markdown_limits(r).splitlines()]
     for which, t in r["targets"].items():
-        lines.append(f"target {which}: best {_x(t['best_ratio'])} ({t['best']}) -> "
-                     f"{'met' if t['met'] else 'NOT met'}")
+        verdict = {True: "met", False: "NOT met", None: "n/a (no baseline)"}[t["met"]]
+        lines.append(f"target {which}: best {_x(t['best_ratio'])} ({t['best']}) -> {verdict}")
     return "\n".join(lines)
 
 
@@ -236,10 +236,12 @@ def markdown_limits(r: Mapping[str, Any]) -> str:
     lim = r["limits"]
     c = lim["cpu"]
     rows = []
+    members = (r.get("bundle") or {}).get("seg_members") or []
     for name, m in lim["macs"].items():
         for i, mm in enumerate(m if isinstance(m, list) else [m]):
             if mm:
-                label = f"{name}[{i}]" if isinstance(m, list) else name
+                label = (f"seg member {members[i] if i < len(members) else i}"
+                         if isinstance(m, list) else name)
                 rows.append([label, _f(mm["gmac"], 4), _f(mm["gmac_used"], 4),
                              _f(mm["gmac_int8"], 4)])
     peak = c["peak"]
@@ -288,7 +290,13 @@ def headline(quiet: Mapping[str, Any]) -> str:
                      _pct(util.get("frame_model_only", {}).get(name))])
     head = ["candidate", "pipeline frames/s", "vs naive", "vs tuned", "model alone frames/s",
             "vs naive", "vs tuned", "% of limit, model alone (used MACs)"]
-    return _table(head, rows) + "\n\n" + _source(quiet, "measured by")
+    t = quiet["targets"]["cpu_3x_tuned"]
+    key = next((k for k in t if k.startswith("ort_int8_b")), None)
+    goal = (f"\n\nTarget ORT int8 at the largest batch ≥ 3× the tuned baseline (pipeline): "
+            f"{key} {_x(t.get(key))} → "
+            f"{'met' if (t.get(key) or 0) >= 3.0 else 'NOT met'}" if key and t.get(key)
+            else "")
+    return _table(head, rows) + goal + "\n\n" + _source(quiet, "measured by")
 
 
 def _model_only_index(r: Mapping[str, Any]) -> dict[str, float]:
@@ -343,6 +351,13 @@ def ui_table(u: Mapping[str, Any]) -> str:
             + f"\n\n*`{u.get('command')}` ({u.get('bundle')}, source {u.get('source')}).*")
 
 
+def _label(r: Mapping[str, Any]) -> str:
+    """A result's row label: bundle name, "runtime only" for the dummy, the background load."""
+    name = "dummy (runtime only)" if r["bundle"].get("dummy") else r["bundle"]["name"]
+    n = ((r.get("load") or {}).get("background_load") or {}).get("processes", 0)
+    return name + (f", with {n} busy-loop processes" if n else "")
+
+
 DOC_BLOCKS: dict[str, tuple[Sequence[str], Callable[..., str]]] = {
     "headline": (("quiet-regstn",), headline),
     "limits": (("quiet-regstn",), markdown_limits),
@@ -351,9 +366,8 @@ DOC_BLOCKS: dict[str, tuple[Sequence[str], Callable[..., str]]] = {
     "contended": (("quiet-regstn", "contended-regstn"), contended_table),
     "detail": (("quiet-regstn",), markdown),
     "ui": (("quiet-ui",), ui_table),
-    "live": (("quiet-regstn", "quiet-default", "quiet-cnn-sord", "quiet-dummy"),
-             lambda *rs: live_table({r["bundle"]["name"] + (" (dummy)" if r["bundle"]["dummy"]
-                                                            else ""): r for r in rs})),
+    "live": (("quiet-regstn", "quiet-default", "quiet-cnn-sord", "quiet-dummy",
+              "contended-regstn"), lambda *rs: live_table({_label(r): r for r in rs})),
 }
 """Marker name -> (result files it needs, without .json; the function that renders them)."""
 

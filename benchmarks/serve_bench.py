@@ -180,7 +180,7 @@ def main(args: Any) -> int:
     import json
     import tempfile
 
-    from stream.bench import _resolve_bundle
+    from benchmarks.devbundle import resolve_bundle as _resolve_bundle
 
     with tempfile.TemporaryDirectory(prefix="pleura-bench-serve-") as tmp:
         result = run_cli(args, _resolve_bundle(args, Path(tmp)), Path(tmp))

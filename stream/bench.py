@@ -191,30 +191,6 @@ def _ensure_benchmarks() -> None:
         sys.path.insert(0, str(root))
 
 
-def _resolve_bundle(args: argparse.Namespace, tmp: Path) -> Path:
-    import engines
-
-    if args.dummy:
-        from engines.testing import make_dummy_bundle
-
-        return make_dummy_bundle(tmp / "dummy-bundle")
-    if args.untrained:  # in a child process: this one never imports torch
-        import subprocess
-
-        out = tmp / "untrained-bundle"
-        log.info("exporting an untrained Reg-STN bundle (torch, child process)")
-        root = str(Path(__file__).resolve().parents[1])
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.devbundle", str(out)], cwd=root,
-                              capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": root})
-        if proc.returncode != 0:
-            raise SystemExit(f"pleura bench: --untrained export failed: {proc.stderr[-1500:]}")
-        return out
-    path = args.bundle or engines.default_bundle_path()
-    if not (path / "manifest.json").is_file():
-        raise SystemExit(f"pleura bench: no bundle at {path}; pass --bundle DIR (make one with "
-                         f"`pleura export RUN --out DIR`) or --dummy to exercise the tool")
-    return path
 
 
 def _engines(bundle, cfg: BenchConfig) -> dict[str, Any]:
@@ -320,26 +296,31 @@ def _targets(result: dict[str, Any], cfg: BenchConfig) -> dict[str, Any]:
         r = {k: v for k, v in result["ratios"][f"vs_{which}"].items() if k.startswith("ort_")}
         best = max(r.items(), key=lambda kv: kv[1], default=(None, None))
         out[f"cpu_3x_{which}"] = {"target": 3.0, "best": best[0], "best_ratio": best[1],
-                                  "met": bool(best[1] and best[1] >= 3.0),
+                                  "met": None if best[1] is None else best[1] >= 3.0,
                                   key: r.get(key)}
     return out
 
 
-def measure(args: argparse.Namespace, cfg: BenchConfig, tmp: Path, loads) -> dict[str, Any]:
-    """Run every phase; returns the JSON-able result (the load record included)."""
-    from benchmarks import clips, lanes, limits
+def measure(args: argparse.Namespace, cfg: BenchConfig, tmp: Path, loads,
+            peak: dict[str, Any]) -> dict[str, Any]:
+    """Run every phase; returns the JSON-able result.
+
+    Args:
+        loads: the run's :class:`benchmarks.load.PhaseLoads` (every phase is recorded in it).
+        peak: :func:`benchmarks.limits.measured_peak`, taken before any background load.
+    """
+    from benchmarks import clips, lanes
+    from benchmarks.devbundle import resolve_bundle
     from benchmarks.lanes import limits_block
     from benchmarks.timing import preprocess_stats
     from engines import load_bundle
 
-    bundle = load_bundle(_resolve_bundle(args, tmp))
+    bundle = load_bundle(resolve_bundle(args, tmp))
     eng = _engines(bundle, cfg)
     spec = bundle.frame_spec
     clip = args.source or clips.default_clip(tmp)
     src_frames = clips.read_frames(clip, 60)
     result = _header(args, cfg, bundle, eng, clip)
-    with loads.phase("peak"):
-        peak = limits.measured_peak(cfg.peak_seconds)
     with loads.phase("decode"):
         result["decode"] = clips.decode_fps(clip, cfg.phase["decode"])
     with loads.phase("preprocess"):
@@ -435,11 +416,15 @@ def run(args: argparse.Namespace) -> int:
     if why and not cfg.allow_busy:
         print(refusal_message(why, "before the run"), file=sys.stderr)
         return 2
-    with BackgroundLoad(cfg.background_load) as bg, \
-            tempfile.TemporaryDirectory(prefix="pleura-bench-") as tmp:
-        loads = PhaseLoads(th, bg)
-        loads.preflight = reading
-        result = measure(args, cfg, Path(tmp), loads)
+    from benchmarks.limits import measured_peak
+
+    bg = BackgroundLoad(cfg.background_load)
+    loads = PhaseLoads(th, bg)
+    loads.preflight = reading
+    with loads.phase("peak"):  # a machine property: measured before any background load
+        peak = measured_peak(cfg.peak_seconds)
+    with bg, tempfile.TemporaryDirectory(prefix="pleura-bench-") as tmp:
+        result = measure(args, cfg, Path(tmp), loads, peak)
         result["load"] = loads.record()
     result["contention"] = result["load"]["contention"]
     result["contended"] = result["contention"] != "quiet"

@@ -339,3 +339,27 @@ def test_gpu_bench_script_cpu_fast_mode(tmp_path):
     s = r["summary"]["fp32_eager"]["b1"]
     assert s["frame_plus_seg_ms"] == pytest.approx(s["frame_ms"] + s["seg_ensemble_ms"],
                                                    abs=2e-3)
+
+
+def test_phase_loads_verdict_of_a_run():
+    from benchmarks.load import BackgroundLoad, PhaseLoads, Thresholds
+
+    quiet = {"before": {"loadavg": [0.2, 0.3, 0.3]}, "after": {"loadavg": [0.2, 0.3, 0.3]},
+             "others_busy": {"mean": 0.01}}
+    busy = {**quiet, "others_busy": {"mean": 0.6}}
+    th = Thresholds(others_busy=0.1, loadavg1=2.0)
+    pl = PhaseLoads(th)
+    pl.preflight = quiet
+    with pl.phase("work"):
+        pass
+    pl.phases["work"] = quiet  # the reading is what is judged: a fixed one, not this machine's
+    assert pl.record()["contention"] == "quiet" and pl.record()["contended_phases"] == {}
+    pl.phases["later"] = busy
+    rec = pl.record()
+    assert rec["contention"] == "contended" and list(rec["contended_phases"]) == ["later"]
+    on_purpose = PhaseLoads(th, BackgroundLoad(2))
+    on_purpose.preflight, on_purpose.phases["work"] = quiet, busy
+    rec = on_purpose.record()
+    assert rec["contention"] == "intentional" and rec["background_load"]["processes"] == 2
+    on_purpose.preflight = busy  # busy before the background load started: not on purpose
+    assert on_purpose.record()["contention"] == "contended"
