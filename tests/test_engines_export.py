@@ -14,13 +14,13 @@ from torch import nn  # noqa: E402
 
 import engines  # noqa: E402
 from engines.postprocess import theta_corners, theta_corners_batch  # noqa: E402
+from train.calib_frames import random_frames  # noqa: E402
 from train.export import (  # noqa: E402
     ExportError,
     MCDropout,
     SegRun,
     export_bundle,
     mc_variant,
-    random_frames,
     run_kind,
     run_meta,
 )

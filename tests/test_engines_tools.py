@@ -13,12 +13,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_f1_scores_known_values():
-    from train.quantize import f1_scores
+def test_f1_percent_known_values():
+    from train.quantize import f1_percent
 
     y = np.array([0, 0, 1, 1, 2, 3])
     p = np.array([0, 1, 1, 1, 2, 2])
-    r = f1_scores(y, p)
+    r = f1_percent(y, p)
     assert r["f1_micro"] == pytest.approx(100 * 4 / 6)
     # per class F1: 0 -> 2/3, 1 -> 0.8, 2 -> 2/3, 3 -> 0
     assert r["f1_macro"] == pytest.approx(100 * (2 / 3 + 0.8 + 2 / 3 + 0) / 4)
@@ -28,7 +28,8 @@ def test_quantize_small_conv_frame_model(tmp_path):
     torch = pytest.importorskip("torch")
     from torch import nn
 
-    from train.export import FrameExport, export_onnx, random_frames
+    from train.calib_frames import random_frames
+    from train.export import FrameExport, export_onnx
     from train.quantize import predict, quantize_frame
 
     class ConvFrame(nn.Module):

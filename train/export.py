@@ -31,6 +31,7 @@ from torch import nn
 from engines.bundle import load_bundle, write_aggregator, write_manifest
 from engines.modelcard import render_model_card
 from engines.preprocess import FRAME_SPEC, SEG_SPEC, preprocess_batch
+from train.calib_frames import random_frames, sample_frames, simulated_frames
 
 log = logging.getLogger(__name__)
 
@@ -133,23 +134,6 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name
     return path
 
 
-def random_frames(n: int, seed: int) -> np.ndarray:
-    """(n, 3, 224, 224) float32 uniform [0, 1], grey replicated (the frame contract)."""
-    g = np.random.default_rng(seed).random((n, 1, FRAME_SPEC.height, FRAME_SPEC.width))
-    return np.repeat(g.astype(np.float32), FRAME_SPEC.channels, axis=1)
-
-
-def simulated_frames(n: int, seed: int) -> list[np.ndarray]:
-    """n simulated B-mode frames (H, W) uint8 from pleura's simulator, mixed scores/probes."""
-    from train.synth.writer import SynthConfig, synth_video
-
-    cfg = SynthConfig(frames=max(1, (n + 1) // 2), size=256, seed=seed)
-    frames: list[np.ndarray] = []
-    for i, probe in enumerate(("convex", "linear")):
-        frames += list(synth_video(cfg, 0, i, (seed + 2 * i + 1) % 4, probe)[0])
-    return frames[:n]
-
-
 def parity(module: nn.Module, onnx_path: Path, batches: Sequence[np.ndarray],
            names: Sequence[str], tol: float = TOLERANCE) -> dict[str, float]:
     """Max abs difference ONNX Runtime vs PyTorch per output over ``batches``.
@@ -239,8 +223,6 @@ def export_bundle(out: str | Path, frame_model: nn.Module, seg: Sequence[SegRun]
                              out / "frame.onnx", "frames", outputs)
     xs = [random_frames(batch, seed + 1), preprocess_batch(sim, FRAME_SPEC)[0]]
     if parity_data is not None:
-        from train.quantize import sample_frames
-
         test_x = sample_frames(parity_data, parity_frames, seed=3)[0]
         xs += [test_x[i:i + 8] for i in range(0, len(test_x), 8)]
     report: dict[str, Any] = {"frame.onnx": parity(fm, frame_path, xs, outputs)}

@@ -25,46 +25,19 @@ import os
 import statistics
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engines.preprocess import FRAME_SPEC, preprocess_batch
+from train.calib_frames import sample_frames, simulated_frames
+from train.metrics import confusion_matrix, f1_scores
 
 log = logging.getLogger(__name__)
 
 MAX_F1_DROP = 1.0
 """Percentage points of micro F1 the int8 model may lose and still be the CPU default."""
-
-
-def sample_frames(root: str | Path, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` frames spread evenly over a dataset's videos, preprocessed for the frame model.
-
-    Returns:
-        x (n, 3, 224, 224) float32, scores (n,) int64.
-    """
-    from train.data.layout import read_dataset
-
-    ds = read_dataset(root, check_masks=False)
-    recs = sorted(ds.frames, key=lambda r: (r.video_id, r.frame))
-    if not recs:
-        raise ValueError(f"{root}: the dataset has no labelled frames")
-    idx = np.linspace(0, len(recs) - 1, min(n, len(recs))).round().astype(int)
-    rng = np.random.default_rng(seed)
-    idx = np.unique(np.clip(idx + rng.integers(0, 2, len(idx)), 0, len(recs) - 1))
-    by_video: dict[str, list] = defaultdict(list)
-    for i in idx:
-        by_video[recs[i].video_id].append(recs[i])
-    frames, scores = [], []
-    for vid, rs in by_video.items():
-        decoded = ds.read_frames(vid)
-        for r in rs:
-            frames.append(decoded[r.frame])
-            scores.append(r.score)
-    x, _ = preprocess_batch(frames, FRAME_SPEC)
-    return x, np.asarray(scores, dtype=np.int64)
 
 
 SCHEMES = ("u8s8-rr", "s8s8")
@@ -125,18 +98,17 @@ def predict(path: Path, x: np.ndarray, threads: int | None = None, batch: int = 
     return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 
 
-def f1_scores(y: np.ndarray, pred: np.ndarray, n_classes: int = 4) -> dict[str, float]:
-    """Micro F1 (= accuracy for single-label) and macro F1 over the classes present, in %."""
-    f1s = []
-    for c in range(n_classes):
-        tp = int(((pred == c) & (y == c)).sum())
-        fp = int(((pred == c) & (y != c)).sum())
-        fn = int(((pred != c) & (y == c)).sum())
-        if tp + fn == 0:
-            continue
-        f1s.append(2 * tp / max(1, 2 * tp + fp + fn))
-    return {"f1_micro": 100.0 * float((pred == y).mean()),
-            "f1_macro": 100.0 * float(np.mean(f1s))}
+def f1_percent(y: np.ndarray, pred: np.ndarray, n_classes: int = 4) -> dict[str, float]:
+    """Micro F1 (= accuracy for single-label) and macro F1 over the classes present in ``y``, in %.
+
+    The per-class F1 is :func:`train.metrics.f1_scores`'s; only the classes that occur in
+    ``y`` enter the macro mean (an evaluation set without a class says nothing about it).
+    """
+    cm = confusion_matrix(y, pred, n_classes)
+    f1 = f1_scores(cm)
+    present = cm.sum(1) > 0
+    return {"f1_micro": 100.0 * f1["micro_f1"],
+            "f1_macro": 100.0 * float(np.mean(np.asarray(f1["per_class_f1"])[present]))}
 
 
 def latency_ms(path: Path, threads: int | None, n: int = 20, warmup: int = 3,
@@ -176,8 +148,6 @@ def quantize_and_compare(fp32: Path, out: Path, calib: str | Path | None = None,
         cx, _ = sample_frames(calib, n_calib, seed=1)
         calib_desc = f"{len(cx)} frames spread over {calib}"
     else:
-        from train.export import simulated_frames
-
         cx, _ = preprocess_batch(simulated_frames(32, seed=7), FRAME_SPEC)
         calib_desc = f"{len(cx)} freshly simulated frames (no dataset at {calib})"
     t = time.perf_counter()
@@ -197,8 +167,8 @@ def quantize_and_compare(fp32: Path, out: Path, calib: str | Path | None = None,
         res["evaluation"] = f"{len(ex)} frames spread evenly over {eval_data}"
         p32, t32 = predict(Path(fp32), ex, threads)
         p8, t8 = predict(Path(out), ex, threads)
-        res["fp32"].update(f1_scores(y, p32.argmax(1)))
-        res["int8"].update(f1_scores(y, p8.argmax(1)))
+        res["fp32"].update(f1_percent(y, p32.argmax(1)))
+        res["int8"].update(f1_percent(y, p8.argmax(1)))
         res["max_abs_diff_probs"] = float(np.abs(p32 - p8).max())
         res["max_abs_diff_theta1"] = float(np.abs(t32 - t8).max())
         res["agreement_pct"] = 100.0 * float((p32.argmax(1) == p8.argmax(1)).mean())
