@@ -34,7 +34,11 @@ ray = pytest.importorskip("ray", reason="ray[serve] not installed (pip install '
 pytest.importorskip("ray.serve", reason="ray[serve] not installed (pip install 'pleura[serve]')")
 
 from engines import create_engine  # noqa: E402
-from engines.backends.ray import RayEngine, RemoteUnavailableError  # noqa: E402
+from engines.backends.ray import (  # noqa: E402
+    RayEngine,
+    RemoteUnavailableError,
+    keep_signal_handlers,
+)
 from engines.preprocess import preprocess_frame, to_grey  # noqa: E402
 from engines.serve import NAMESPACE, replica_actor_names  # noqa: E402
 from engines.testing import make_dummy_bundle  # noqa: E402
@@ -58,8 +62,9 @@ def cluster(tmp_path_factory):
     """A local Ray instance with ``pleura serve`` (2 replicas) deployed; shut down after."""
     tmp = tmp_path_factory.mktemp("serve")
     bundle = make_dummy_bundle(tmp / "bundle", seg=True, findings=True)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level="WARNING", _system_config={"enable_worker_prestart": False})
+    with keep_signal_handlers():  # Ray's SIGTERM handler must not outlive this module
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level="WARNING", _system_config={"enable_worker_prestart": False})
     address = ray.get_runtime_context().gcs_address
     try:
         proc = subprocess.run(_pleura("serve", "--bundle", str(bundle), "--replicas", "2",
