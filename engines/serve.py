@@ -7,7 +7,8 @@ TensorRT or ONNX Runtime CUDA where the replica was given a GPU) and answers:
 
 - ``frame(x)``: (B, 3, 224, 224) float32 preprocessed frames -> ``{"probs", "theta1",
   "theta2", "findings"}`` numpy arrays (:class:`~engines.base.FrameOutput` fields) and
-  ``"replica"`` (the answering replica's pid). Calls from
+  ``"replica"`` (the answering replica's pid) and ``"merged"`` (frames in the engine run
+  this call was part of). Calls from
   every caller (workers, ``pleura score``) are merged by ``serve.batch`` (dynamic batching:
   up to ``max_batch`` *frames* per engine run, waiting at most ``batch_wait_ms`` for more).
 - ``segment(x, mc_samples)``: the segmentation ensemble (:class:`~engines.base.SegOutput`
@@ -171,7 +172,8 @@ class ScoringReplica:
         out = await loop.run_in_executor(self._pool, run_chunked, self.engine.frame, merged,
                                          self.cfg.max_batch)
         self.batches += 1
-        return [{**part, "replica": self._info["pid"]} for part in split_rows(out, sizes)]
+        return [{**part, "replica": self._info["pid"], "merged": len(merged)}
+                for part in split_rows(out, sizes)]
 
     async def frame(self, x: np.ndarray) -> dict[str, np.ndarray | None]:
         """(B, 3, H, W) float32 -> FrameOutput fields; batched with other callers' frames."""

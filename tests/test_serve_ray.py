@@ -39,6 +39,7 @@ from engines.backends.ray import (  # noqa: E402
     RemoteUnavailableError,
     keep_signal_handlers,
 )
+from engines.base import FrameOutput  # noqa: E402
 from engines.preprocess import preprocess_frame, to_grey  # noqa: E402
 from engines.serve import NAMESPACE, replica_actor_names  # noqa: E402
 from engines.testing import make_dummy_bundle  # noqa: E402
@@ -134,6 +135,26 @@ def test_ray_engine_equals_local_and_retries_a_killed_replica(cluster):
         assert np.abs(seg.probs - local.segment(xs).probs).max() <= TOL
         with pytest.raises(ValueError, match="preprocess_batch"):
             eng.frame(np.zeros((1, 3, 10, 10), np.float32))  # checked before it leaves
+        # 4 single-frame callers at once: serve.batch merges their frames into engine runs
+        want = local.frame(x[:4])
+        answers: dict[int, list] = {i: [] for i in range(4)}
+
+        def one_frame(i: int) -> None:
+            for _ in range(15):
+                answers[i].append(engines_[i].frame(x[i:i + 1]))
+
+        callers = [threading.Thread(target=one_frame, args=(i,)) for i in range(4)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(60)
+        for i, outs in answers.items():
+            assert len(outs) == 15
+            for out in outs:
+                _assert_same(out, FrameOutput(want.probs[i:i + 1], want.theta1[i:i + 1],
+                                              want.theta2[i:i + 1], want.findings[i:i + 1]))
+        assert max(e.status()["merged_max"] for e in engines_) >= 2, \
+            [e.status() for e in engines_]
         # 4 callers of a slow call (64 MC-dropout passes, ~1 s each here) keep both replicas
         # busy; one replica is killed while it holds calls: they are retried on the other
         # within retry_s, and every caller gets its answer

@@ -67,6 +67,8 @@ class RemoteStats:
         fallback_batches: batches scored by the local fallback engine.
         fallback_frames: frames in those batches.
         replicas_seen: pids of the replicas that answered (a killed one is replaced).
+        merged_max: most frames in one replica engine run that held this engine's frames
+            (more than its own batch: ``serve.batch`` merged other callers' frames in).
         last_error: the last remote error, one line.
     """
 
@@ -78,6 +80,7 @@ class RemoteStats:
     fallback_batches: int = 0
     fallback_frames: int = 0
     replicas_seen: tuple[int, ...] = ()
+    merged_max: int = 0
     last_error: str | None = None
 
 
@@ -275,6 +278,9 @@ class RayEngine(Engine):
         if attempt:
             self._stalled(t0)
         pid = out.get("replica") if isinstance(out, dict) else None
+        merged = out.get("merged") if isinstance(out, dict) else None
+        if isinstance(merged, int):
+            self.stats.merged_max = max(self.stats.merged_max, merged)
         if isinstance(pid, int) and pid not in self.stats.replicas_seen:
             self.stats.replicas_seen = (*self.stats.replicas_seen, pid)
 
