@@ -205,7 +205,8 @@ class RayEngine(Engine):
             self.mode, self.detail = "down", why
             if initial:
                 raise RemoteUnavailableError(f"{why}; start it with `pleura serve --bundle "
-                                        f"{self.bundle.path}` or use --backend onnxruntime")
+                                             f"{self.bundle.path}` or use --backend "
+                                             "onnxruntime")
         else:
             self._local_engine()
             self.mode, self.detail = "fallback", why
@@ -246,8 +247,9 @@ class RayEngine(Engine):
         ray, _ = import_ray()
         t0, attempt = time.monotonic(), 0
         while True:
-            resp = getattr(self._handle, method).remote(*args)
+            resp = None
             try:
+                resp = getattr(self._handle, method).remote(*args)
                 out = resp.result(timeout_s=self.call_timeout_s)
                 self._answered(t0, attempt, out)
                 return out
@@ -258,7 +260,7 @@ class RayEngine(Engine):
                 err: BaseException = exc
             except Exception as exc:  # noqa: BLE001 - dead/unavailable replica, timeout, ...
                 err = exc
-                if isinstance(exc, TimeoutError):
+                if isinstance(exc, TimeoutError) and resp is not None:
                     resp.cancel()
             attempt += 1
             self.stats.retries += 1
@@ -267,8 +269,8 @@ class RayEngine(Engine):
                 self._stalled(t0)
                 self.stats.gave_up += 1
                 raise RemoteUnavailableError(f"no answer from the Serve application "
-                                        f"{self.app_name!r} in {self.retry_s:.0f} s "
-                                        f"({_one_line(err)})")
+                                             f"{self.app_name!r} in {self.retry_s:.0f} s "
+                                             f"({_one_line(err)})")
             log.warning("ray backend: %s failed (%s); retrying on another replica", method,
                         _one_line(err))
             time.sleep(min(0.05 * attempt, 0.5))
