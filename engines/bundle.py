@@ -397,6 +397,9 @@ def write_manifest(path: str | Path, *, frame_file: str = "frame.onnx",
 
     Returns:
         The manifest dict that was written.
+
+    Long because its keyword signature and Args list every manifest field; the body builds
+    one dict in the order the file reads.
     """
     path = Path(path)
     seg_members = [dict(m) for m in seg_members]

@@ -46,7 +46,10 @@ def _table(d: Mapping[str, Any]) -> list[str]:
 
 
 def render_model_card(manifest: Mapping[str, Any]) -> str:
-    """Markdown model card from a bundle manifest (see :func:`engines.bundle.write_manifest`)."""
+    """Markdown model card from a bundle manifest (see :func:`engines.bundle.write_manifest`).
+
+    Long because the card is one Markdown template, written in the order it reads.
+    """
     models = manifest.get("models", {})
     fm = models.get("frame", {})
     card = manifest.get("card") or {}

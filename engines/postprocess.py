@@ -4,7 +4,7 @@ label maps and uncertainty images (stage 3 of :mod:`engines.scorer`).
 Pure numpy (cv2 only to map masks back through the letterbox); coordinates are *continuous*
 pixel coordinates (0 = the left edge of the first pixel, W = the right edge of the last), the
 convention of :meth:`engines.preprocess.Letterbox.to_source`. Scaling to the display frame and
-encoding for the wire are the caller's (:mod:`stream.results`).
+encoding for the wire are the caller's (:mod:`stream.result_fields`).
 """
 
 from __future__ import annotations

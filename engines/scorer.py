@@ -20,7 +20,7 @@ likewise). One function per stage, pure except the last, which updates one strea
    the state unchanged, so a caller drops that frame and goes on.
 
 Callers only format: display scaling, RESULT fields and wire encoding stay in ``stream/``
-(:mod:`stream.results`, :mod:`stream.workercore`); JSON/CSV in :mod:`stream.score_output`.
+(:mod:`stream.result_fields`, :mod:`stream.workercore`); JSON/CSV in :mod:`stream.score_output`.
 """
 
 from __future__ import annotations

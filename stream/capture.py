@@ -13,7 +13,7 @@ again). Periodic heartbeats go to the supervisor.
 Stopping: SIGINT / SIGTERM set the stop event; a watcher thread then closes the source, which
 ends a live source's wait (connecting, reconnecting, stalled) at once. If the loop is still
 blocked 3 s later (a decoder or driver call that does not return), the process exits anyway
-(:func:`stream.procutil.exit_if_stuck`).
+(:func:`stream.lifecycle.exit_if_stuck`).
 """
 
 from __future__ import annotations
@@ -29,16 +29,11 @@ import zmq
 
 from engines.preprocess import to_grey
 from stream.config import CaptureConfig, ConfigError
+from stream.lifecycle import Heartbeat, exit_if_stuck, install_stop_handler
 from stream.messages import MAX_SOURCE_CHARS, FrameMeta, SourceState
 from stream.options import add_config_argument, add_flags, process_config, source_options
-from stream.procutil import (
-    Heartbeat,
-    control_socket,
-    exit_if_stuck,
-    install_stop_handler,
-    pub_socket,
-)
 from stream.roi import RoiTracker
+from stream.sockets import control_socket, pub_socket
 from stream.sources import DecodedFrame, SourceError, StateChange, open_source
 from stream.wire import Kind, Message, WireError, decode, encode
 
@@ -54,6 +49,10 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
 
     Raises:
         SourceError: the source cannot be opened (missing file / device, unreadable file).
+
+    Long because the loop's state (seq, sent, source state, hold, epoch) is read by the two
+    reporting closures and the ``finally`` that closes every socket; split, each piece would
+    take and return all of it.
     """
     stop = stop or threading.Event()
     if len(cfg.source) > MAX_SOURCE_CHARS:

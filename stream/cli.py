@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-engine": ("engines.cli_build", "build/cache TensorRT plans of a bundle on this GPU"),
     "score": ("stream.score", "score video files/folders offline, as fast as possible"),
     "exam": ("stream.exam.cli", "score a folder of zone-named clips: patient LUS score + report"),
-    "live": ("stream.live", "live scoring: capture, worker and UI processes under a supervisor"),
+    "live": ("stream.cli_live", "live scoring: capture, worker and UI under a supervisor"),
     "capture": ("stream.capture", "capture process alone: source -> frames on a ZeroMQ address"),
     "worker": ("stream.worker", "worker process alone: frames -> models -> results address"),
     "serve": ("stream.serve", "deploy the scoring models on a Ray cluster (the [serve] extra)"),

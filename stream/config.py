@@ -253,7 +253,7 @@ class UiConfig(UiSettings):
 
 @dataclass(frozen=True)
 class LiveSettings(Options):
-    """What ``pleura live`` runs (:mod:`stream.live`)."""
+    """What ``pleura live`` runs (:mod:`stream.cli_live`)."""
 
     SECTION: ClassVar[str] = "live"
 

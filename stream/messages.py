@@ -379,9 +379,9 @@ class Result:
         probs: (4,) frame score probabilities; score: their argmax 0..3.
         boxes: the Reg-STN's two crops as [[x, y] x 4] (TL, TR, BR, BL), crop 1 first; []
             for a whole-frame model.
-        crops: {"whole_frame", "show", "note"} (:func:`stream.results.crops_meta`).
-        mask_display: {"show", "note"} (:func:`stream.results.mask_display_meta`).
-        video: the running video score (:func:`stream.results.video_meta`: probs, score,
+        crops: {"whole_frame", "show", "note"} (:func:`stream.result_fields.crops_meta`).
+        mask_display: {"show", "note"} (:func:`stream.result_fields.mask_display_meta`).
+        video: the running video score (:func:`stream.result_fields.video_meta`: probs, score,
             n_frames, restarted, evidence, log_aggregate, frame_share, findings).
         findings: {name: probability} of a bundle with a findings head, else None.
         mask_seq: the frame seq the ``mask`` / ``unc`` arrays belong to (None: no mask).
@@ -389,7 +389,7 @@ class Result:
         worker_pid, capture_session, capture_sent: who made it (run statistics).
         skipped: frames of this stream the worker never scored (latest-wins gaps).
         fps: the worker's rate on this stream; backend, bundle: what scored it.
-        timing_ms: per-stage durations (:func:`stream.results.timing_ms`, plus ``seg``).
+        timing_ms: per-stage durations (:func:`stream.result_fields.timing_ms`, plus ``seg``).
         latency_ms: published - grabbed.
         version: message schema version.
     """

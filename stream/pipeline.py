@@ -30,6 +30,7 @@ from stream.config import (
     WorkerConfig,
     extend,
 )
+from stream.sockets import free_port
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,6 @@ class Addresses:
         return f"tcp://127.0.0.1:{free_port()}"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def ui_available() -> bool:
     try:
         return importlib.util.find_spec("ui.cli") is not None
@@ -95,7 +88,7 @@ def compose(cfg: PleuraConfig, run_dir: Path, verbose: bool = False) -> Plan:
 
     Args:
         cfg: the whole config; ``cfg.live.sources`` and ``cfg.worker.bundle`` already resolved
-            (:func:`stream.live.run`). Addresses set in ``cfg.topology`` are used as given.
+            (:func:`stream.cli_live.run`). Addresses set in ``cfg.topology`` are used as given.
         run_dir: folder of the ipc:// sockets.
         verbose: children log at debug level.
 

@@ -33,8 +33,10 @@ from typing import IO
 import cv2
 import zmq
 
+from stream.lifecycle import Heartbeat, install_stop_handler
 from stream.messages import Result
-from stream.procutil import Heartbeat, RateLimitedLog, install_stop_handler, sub_socket
+from stream.ratelog import RateLimitedLog
+from stream.sockets import sub_socket
 from stream.wire import STAGES, Kind, Message, WireError, WireVersionError, decode
 
 log = logging.getLogger(__name__)

@@ -32,10 +32,10 @@ from typing import Any
 from engines.scorer import Scorer, load_scorer
 from engines.uninorm import check_e
 from stream.score_clips import VIDEO_SUFFIXES, find_clips, rounded, score_clip, score_frames
-from stream.score_output import CSV_FIELDS, destination_problem, summary_line, write_csv
+from stream.score_output import CSV_FIELDS, destination_problem, summary_line, write_clips_csv
 
 __all__ = ["CSV_FIELDS", "SCHEMA", "VIDEO_SUFFIXES", "find_clips", "score_clip",
-           "score_frames", "score_paths", "write_csv"]
+           "score_frames", "score_paths", "write_clips_csv"]
 
 SCHEMA = "pleura-score"
 SCHEMA_VERSION = 1
@@ -149,7 +149,7 @@ def run_scorer(args: argparse.Namespace, scorer: Scorer) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(doc), encoding="utf-8")
         if args.csv:
-            write_csv(args.csv, doc["clips"])
+            write_clips_csv(args.csv, doc["clips"])
     except OSError as exc:  # e.g. the disk filled up during the run
         print(f"pleura score: cannot write the results: {exc}", file=sys.stderr)
         return 2

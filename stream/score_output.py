@@ -48,7 +48,7 @@ def _clip_findings(clip: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return (clip.get("video") or {}).get("findings") or {}
 
 
-def write_csv(path: str | Path, clips: Sequence[dict[str, Any]]) -> None:
+def write_clips_csv(path: str | Path, clips: Sequence[dict[str, Any]]) -> None:
     """One row per clip: :data:`CSV_FIELDS`, then the clip mean of each finding (if any)."""
     names = list(dict.fromkeys(n for c in clips for n in _clip_findings(c)))
     with open(path, "w", newline="", encoding="utf-8") as f:

@@ -19,8 +19,8 @@ import numpy as np
 from engines.base import Engine
 from engines.preprocess import PreprocessSpec
 from engines.scorer import segment
-from stream.procutil import RateLimitedLog
-from stream.results import mask_arrays
+from stream.ratelog import RateLimitedLog
+from stream.result_fields import mask_arrays
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SegResult:
     """A finished mask: the frame ``seq`` it was computed on, the RESULT's ``mask`` / ``unc``
-    arrays (display-frame sized, :func:`stream.results.mask_arrays`), cost in ms."""
+    arrays (display-frame sized, :func:`stream.result_fields.mask_arrays`), cost in ms."""
 
     seq: int
     arrays: dict[str, np.ndarray]

@@ -23,8 +23,8 @@ import threading
 from typing import Any
 
 from engines.serve import APP_NAME, ServeConfig, import_ray, replica_actor_names
+from stream.lifecycle import install_stop_handler
 from stream.options import resolve_bundle
-from stream.procutil import install_stop_handler
 
 log = logging.getLogger("pleura.serve")
 

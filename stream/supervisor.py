@@ -41,7 +41,7 @@ from engines.bundle import BundleError, load_bundle, shipped_bundles
 from stream.configfile import to_dict, write
 from stream.messages import MAX_SOURCE_CHARS
 from stream.pipeline import Plan, ProcSpec, recorder_spec
-from stream.procutil import RateLimitedLog
+from stream.ratelog import RateLimitedLog
 from stream.stats import RunStats
 from stream.wire import Kind, WireError, decode, encode
 

@@ -5,7 +5,7 @@ sources are served fairly and never queue), score them as one batch
 
     the scoring core, engines.scorer: prepare_frame (the bundle's frame spec) -> infer ->
     locate (STN boxes in source pixels) -> score_frame (running uninorm per source)
-    -> stream.results (display pixels, RESULT fields) -> PUB RESULT
+    -> stream.result_fields (display pixels, RESULT fields) -> PUB RESULT
 
 and hand the newest frame to the segmentation lane (:mod:`stream.seglane`), which runs at its
 own rate on a second thread so it never delays the scores (or inline on every frame on a GPU).
@@ -16,10 +16,10 @@ Video score: each RESULT's ``video`` has the score, Roy et al.'s ``probs`` (soft
 aggregate, ~uniform once a long clip saturates it), ``evidence`` (each score's share of the
 evidence, whose largest is the score: what the page's bars show), ``log_aggregate`` and
 ``frame_share`` (fraction of the video's frames per frame score)
-(:func:`stream.results.video_meta` of the stream's :class:`engines.scorer.RunningScore`).
+(:func:`stream.result_fields.video_meta` of the stream's :class:`engines.scorer.RunningScore`).
 ``crops`` says whether the page draws the crop boxes by default (none for a whole-frame model,
 whose θ are the identity; hidden for a bundle marked ``models.frame.localises: false``;
-:func:`stream.results.crops_meta`).
+:func:`stream.result_fields.crops_meta`).
 
 Findings: when the bundle's frame model has a findings head, each RESULT carries ``findings``
 ({name: probability} of the frame) and ``video.findings``, the stream's running clip summary
@@ -71,16 +71,10 @@ import zmq
 
 import engines
 from stream.config import ConfigError, WorkerConfig
+from stream.lifecycle import Heartbeat, exit_if_stuck, install_stop_handler
 from stream.messages import FrameMeta, MetaError, SourceState
 from stream.options import add_config_argument, add_flags, process_config, resolve_bundle
-from stream.procutil import (
-    Heartbeat,
-    control_socket,
-    exit_if_stuck,
-    install_stop_handler,
-    pub_socket,
-    sub_socket,
-)
+from stream.sockets import control_socket, pub_socket, sub_socket
 from stream.wire import Kind, Message, WireError, WireVersionError, decode
 from stream.workercore import Worker
 
@@ -97,6 +91,9 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event,
         go: standby mode: load the bundle and engine, then wait (heartbeating "standby") until
             ``go`` is set before binding sockets. The supervisor keeps one standby worker so a
             crashed worker is replaced in milliseconds, not a process start-up.
+
+    Long because it owns the sockets, the standby wait and the poll loop whose ``finally``
+    closes them all; the scoring itself is :class:`stream.workercore.Worker`.
     """
     worker = Worker(cfg)
     ctx: zmq.Context = zmq.Context.instance()

@@ -4,7 +4,7 @@ bounded per-stream state, source states, CONTROL messages).
 
 Frames are scored by the one scoring core, :mod:`engines.scorer` (prepare -> infer -> locate
 -> running score), the same functions ``pleura score`` and the report tab use; this module
-adds the wire checks, the per-stream table and the RESULT fields (:mod:`stream.results`).
+adds the wire checks, the per-stream table and the RESULT fields (:mod:`stream.result_fields`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from engines.findings import findings_dict
 from engines.scorer import Prepared, Scorer, infer, load_scorer, locate, prepare_frame, score_frame
 from stream.config import WorkerConfig  # the worker's options: one definition, there
 from stream.messages import COMMANDS, FrameMeta, Result, SourceState, encode_result
-from stream.procutil import RateLimitedLog
-from stream.results import (
+from stream.ratelog import RateLimitedLog
+from stream.result_fields import (
     crops_meta,
     display_boxes,
     display_frame,

@@ -35,7 +35,7 @@ from stream.config import (
 )
 from stream.configfile import dumps_toml, from_dict, load, read_file, to_dict, write
 from stream.options import add_config_argument, add_flags, live_config, process_config
-from stream.pipeline import free_port
+from stream.sockets import free_port
 from stream.wire import Kind, Message, decode, encode
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "stream" / "pleura.example.toml"
@@ -143,7 +143,7 @@ def test_cli_flag_overrides_the_file(tmp_path):
 
 
 def test_print_config_is_a_config_file(tmp_path, capsys):
-    from stream.live import run
+    from stream.cli_live import run
 
     f = _toml(tmp_path / "p.toml", '[worker]\nseg = "off"\n[topology]\nresults = "tcp://x:1"\n')
     assert run(_args("live", "--config", str(f), "--print-config", "--seg-hz", "4")) == 0

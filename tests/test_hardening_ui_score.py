@@ -23,7 +23,7 @@ import pytest
 from tests._shared_data import POCUS, needs_pocus
 from ui.bounds import BadParam, Gate, flag_param, float_param, int_param
 from ui.browser_bench import free_port
-from ui.results import ResultStore
+from ui.result_feed import ResultStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_mjpeg_stream_ends_at_its_deadline_and_frees_its_slot():
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from ui.live import FrameRenderer, LiveLimits, live_router
+    from ui.live_routes import FrameRenderer, LiveLimits, live_router
 
     app = FastAPI()
     limits = LiveLimits(max_wait_s=0.2, streams=1, max_stream_s=0.5)

@@ -177,14 +177,14 @@ def test_worker_results_match_the_definition_and_carry_mask_arrays(seg_worker):
 
 def test_the_ui_refuses_an_old_wire_version_with_one_clear_line(caplog):
     """A version-1 worker's results: refused, counted, logged once; the subscriber lives."""
-    from ui.results import ResultStore, ResultSubscriber
+    from ui.result_feed import ResultStore, ResultSubscriber
 
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
     port = pub.bind_to_random_port("tcp://127.0.0.1")
     store = ResultStore()
     sub = ResultSubscriber(f"tcp://127.0.0.1:{port}", store, context=ctx, poll_ms=20)
-    caplog.set_level(logging.INFO, logger="ui.results")
+    caplog.set_level(logging.INFO, logger="ui.result_feed")
     sub.start()
     try:
         assert sub.ready.wait(5)

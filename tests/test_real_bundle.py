@@ -91,7 +91,7 @@ def test_training_refuses_a_clip_whose_licence_forbids_it(tmp_path, capsys):
 
 
 def test_default_bundle_hides_its_simulator_masks_and_says_why():
-    from stream.results import mask_display_meta
+    from stream.result_fields import mask_display_meta
 
     b = load_bundle(default_bundle_path())
     shown, note = b.masks_shown

@@ -220,7 +220,7 @@ out.close()
 
 def test_udp_network_stream_then_stall(tmp_path):
     """A real MPEG-TS stream over UDP loopback (FFmpeg muxer in another process)."""
-    from stream.pipeline import free_port
+    from stream.sockets import free_port
 
     port = free_port()
     sender = subprocess.Popen([sys.executable, "-c", _UDP_SENDER, str(port), "4"])

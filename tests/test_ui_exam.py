@@ -15,7 +15,7 @@ from stream import wire
 from stream.exam.store import Exam, ExamError
 from stream.sources import decode_file
 from ui.exam import ExamDesk, chest_svg, total_html, zone_html
-from ui.results import ResultStore
+from ui.result_feed import ResultStore
 
 DEMO = Path(__file__).resolve().parents[1] / "stream" / "demo" / "demo-linear.mp4"
 

@@ -15,14 +15,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from stream import wire
-from tests.test_ui_results import _result
+from tests.test_ui_result_feed import _result
 from ui import overlay, timeline
 from ui.bundles import BundleChoice, bundle_options
 from ui.controls import recording_note, switch_bundle
-from ui.live import FrameRenderer, live_router
+from ui.live_routes import FrameRenderer, live_router
 from ui.livepage import legend_html, live_html
 from ui.livestate import page_state, stale_after
-from ui.results import ControlPublisher, ResultStore
+from ui.result_feed import ControlPublisher, ResultStore
 
 # ------------------------------------------------------------------ plain source state
 

@@ -9,7 +9,7 @@ from engines.base import FrameOutput
 from engines.postprocess import mask_in_source
 from engines.preprocess import FRAME_SPEC, SEG_SPEC, letterbox
 from engines.scorer import locate
-from stream.results import display_boxes, display_frame, mask_arrays, timing_ms
+from stream.result_fields import display_boxes, display_frame, mask_arrays, timing_ms
 
 
 def crop_boxes_display(theta1, theta2, lb, in_hw, scale):
@@ -193,7 +193,7 @@ def test_worker_video_evidence_agrees_with_the_video_score(findings_worker):
 
 def test_crops_meta_and_identity():
     from engines.postprocess import is_identity
-    from stream.results import WHOLE_FRAME_NOTE, crops_meta
+    from stream.result_fields import WHOLE_FRAME_NOTE, crops_meta
 
     eye = np.eye(2, 3)
     assert is_identity(eye, eye + 1e-5) and not is_identity(eye, 0.5 * eye)
@@ -210,7 +210,7 @@ def test_worker_crops_whole_frame_model_and_non_localising_bundle(tmp_path):
     import json
 
     from engines.testing import make_dummy_bundle
-    from stream.results import WHOLE_FRAME_NOTE
+    from stream.result_fields import WHOLE_FRAME_NOTE
     from stream.workercore import Worker, WorkerConfig
 
     bundle = make_dummy_bundle(tmp_path / "b", seg=False)

@@ -1,8 +1,8 @@
 """The Gradio page: live view, controls and the offline report. Entry point :func:`serve`.
 
 Process picture (DESIGN.md): capture -> worker -> **ui**. This process subscribes to the
-worker's RESULT messages (:mod:`ui.results`), draws them (:mod:`ui.overlay`) and serves the
-page; the live image itself travels through :mod:`ui.live`'s endpoints on the same server,
+worker's RESULT messages (:mod:`ui.result_feed`), draws them (:mod:`ui.overlay`) and serves the
+page; the live image itself travels through :mod:`ui.live_routes`'s endpoints on the same server,
 because Gradio's event queue is not a video transport. Buttons send CONTROL messages.
 """
 
@@ -19,10 +19,10 @@ import gradio as gr
 from fastapi import Request
 from starlette.middleware import Middleware
 
-from ui import controls, exam, live, report
+from ui import controls, exam, live_routes, report
 from ui.bundles import BundleChoice
 from ui.livepage import CSS, live_html
-from ui.results import ControlPublisher, ResultStore, ResultSubscriber
+from ui.result_feed import ControlPublisher, ResultStore, ResultSubscriber
 from ui.safety import DISCLAIMER, UploadLimits, check_exposure
 from ui.uploads import PrivateTempDir, UploadGuard
 
@@ -63,7 +63,7 @@ class UiConfig:
     limits: UploadLimits = field(default_factory=UploadLimits)
     control_bind: bool = False
     report_dir: Path | None = None
-    live_limits: live.LiveLimits = field(default_factory=live.LiveLimits)
+    live_limits: live_routes.LiveLimits = field(default_factory=live_routes.LiveLimits)
 
 
 def demo_clips(demo_dir: Path | None) -> dict[str, Path]:
@@ -128,7 +128,7 @@ class Server:
         self.store = ResultStore()
         self.subscriber = ResultSubscriber(cfg.results_addr, self.store)
         self.control = ControlPublisher(cfg.control_addr, bind=cfg.control_bind)
-        self.renderer = live.FrameRenderer()
+        self.renderer = live_routes.FrameRenderer()
         self.blocks = build_blocks(cfg, self.control, self.store)
         self.url = ""
         self._stop = threading.Event()  # wait() returns when set; open live streams end
@@ -142,10 +142,10 @@ class Server:
             server_name=self.cfg.host, server_port=self.cfg.port, auth=self.cfg.auth,
             share=self.cfg.share, prevent_thread_lock=True, quiet=True, show_error=False,
             max_file_size=self.cfg.limits.max_bytes, ssr_mode=False, footer_links=[],
-            head=f"<script>{live.live_js()}\n{exam.exam_js()}</script>", css=CSS,
+            head=f"<script>{live_routes.live_js()}\n{exam.exam_js()}</script>", css=CSS,
             app_kwargs={"middleware": [Middleware(UploadGuard, limits=self.cfg.limits)]},
         )
-        app.include_router(live.live_router(self.store, self.renderer,
+        app.include_router(live_routes.live_router(self.store, self.renderer,
                                             _auth_checker(app, self.cfg.auth),
                                             limits=self.cfg.live_limits, stopping=self._stop))
         self.url = share_url or url

@@ -245,7 +245,7 @@ def gradio_transport_page(results_addr: str, port: int):
     import gradio as gr
 
     from ui import overlay
-    from ui.results import ResultStore, ResultSubscriber
+    from ui.result_feed import ResultStore, ResultSubscriber
 
     store = ResultStore()
     ResultSubscriber(results_addr, store).start()

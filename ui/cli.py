@@ -16,7 +16,7 @@ from pathlib import Path
 
 from stream.config import UiConfig
 from stream.options import add_config_argument, add_flags, process_config
-from ui.results import check_address
+from ui.result_feed import check_address
 from ui.safety import SafetyError, check_exposure, resolve_auth
 
 log = logging.getLogger(__name__)

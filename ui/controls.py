@@ -1,7 +1,7 @@
 """The live page's controls: source, start/stop/pause, loop, reset, model bundle -> CONTROL.
 
 Each button publishes one CONTROL message (``{"cmd": ...}``, see :mod:`stream.wire`) through
-:class:`ui.results.ControlPublisher`; the worker, capture or supervisor act on the commands
+:class:`ui.result_feed.ControlPublisher`; the worker, capture or supervisor act on the commands
 they own. The status line says what was sent, or why nothing was.
 
 Recording is the Exam tab's (one MP4 per zone at the source's frame rate, with the per-frame
@@ -16,7 +16,7 @@ from pathlib import Path
 import gradio as gr
 
 from ui.bundles import BundleChoice
-from ui.results import ControlPublisher
+from ui.result_feed import ControlPublisher
 from ui.safety import SafetyError, UploadLimits, check_upload
 
 SOURCE_KINDS = ("demo clip", "upload", "capture device", "stream URL")

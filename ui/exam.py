@@ -7,7 +7,7 @@ zones") update. A zone's score can be overridden with a note (kept beside the mo
 writes the PDF, JSON and CSV reports.
 
 Recording takes the frames the worker scored from this process's result stream
-(:class:`ui.results.ResultStore`: each frame with its live result), writes them with
+(:class:`ui.result_feed.ResultStore`: each frame with its live result), writes them with
 :func:`stream.exam.record.record_clip` (MP4 + JSONL, atomic) at the rate they arrived, then
 scores the clip through ``pleura score``'s path (:func:`stream.exam.scoring.score_into_exam`),
 as the report tab does. Exams are folders under ``$PLEURA_EXAM_DIR`` (default
@@ -30,7 +30,7 @@ from stream.exam.protocols import PROTOCOL_SOURCES, PROTOCOLS, zones
 from stream.exam.scale import SCORE_RGB, SCORE_SHORT, UNSCORED_RGB
 from stream.exam.store import Exam, ExamError
 from stream.sources import DecodedFrame
-from ui.results import ResultStore
+from ui.result_feed import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,11 @@ def zone_choices(exam: Exam | None) -> list[tuple[str, str]]:
 
 
 def build_exam_tab(desk: ExamDesk) -> None:
-    """Add the Exam tab's widgets to the current Blocks context."""
+    """Add the Exam tab's widgets to the current Blocks context.
+
+    Long because Gradio wires events to the widgets of one ``Blocks`` context: the layout
+    and its handlers read top to bottom as the page does.
+    """
     import gradio as gr
 
     gr.Markdown(f"One exam per patient and date, kept in `{desk.root}` (exam.json, the zone "

@@ -1,6 +1,6 @@
 """The Live tab's HTML and CSS: the view, the plain source state, the legend, the side panel.
 
-The page script (``assets/live.js``) fills it in from the live endpoints (:mod:`ui.live`).
+The page script (``assets/live.js``) fills it in from the live endpoints (:mod:`ui.live_routes`).
 What a clinician reads first is large: the source state (Live, Paused, Stopped, Source error,
 Reconnecting, Connecting) above the image, the frame and video scores beside it. The legend
 says what the colours and boxes mean in clinical words (Soldati et al. 2020,

@@ -6,7 +6,7 @@ quiet) is a *not live* state: the page greys the last frame out and says how old
 stale frame is never mistaken for the patient's current image.
 
 Pure functions of the newest RESULT's metadata and the age of the newest scored frame; the
-endpoints in :mod:`ui.live` send the outcome with every frame and every empty long-poll.
+endpoints in :mod:`ui.live_routes` send the outcome with every frame and every empty long-poll.
 """
 
 from __future__ import annotations

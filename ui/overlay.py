@@ -337,7 +337,7 @@ def _fits(a: np.ndarray | None, rgb: np.ndarray) -> bool:
 
 def boxes_by_default(result: dict) -> bool:
     """Whether a result's crop boxes are drawn when nobody asked: its ``crops.show`` (set by
-    the worker from the bundle, :func:`stream.results.crops_meta`), True without one."""
+    the worker from the bundle, :func:`stream.result_fields.crops_meta`), True without one."""
     crops = result.get("crops")
     return bool(crops.get("show", True)) if isinstance(crops, dict) else True
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from engines.findings import finding_label
 from ui import overlay, timeline
-from ui.results import expected_score
+from ui.result_feed import expected_score
 from ui.safety import SafetyError, UploadLimits, check_upload
 from ui.scoring import FrameRow
 
@@ -45,7 +45,7 @@ class ClipReport:
 
     ``findings`` is the clip summary of the findings ({name: {"mean", "max", "fraction",
     "present"}}, as ``pleura score``'s ``video.findings``), None without a findings head.
-    ``crops`` says whether the crop boxes are drawn (:func:`stream.results.crops_meta`);
+    ``crops`` says whether the crop boxes are drawn (:func:`stream.result_fields.crops_meta`);
     ``evidence`` is each score's share of the clip's evidence, the bars of the summary
     (``video_probs``, the softmax of the aggregate, is ~0.25 each on long clips).
     """
@@ -88,7 +88,7 @@ class ClipReport:
         }
 
 
-def write_csv(report: ClipReport, path: Path) -> Path:
+def write_frames_csv(report: ClipReport, path: Path) -> Path:
     """One line per frame: frame, score, p0..p3, video_score, video_p0..video_p3, then the
     frame's probability of each finding (one column per finding name) when the bundle has them.
     """
@@ -251,7 +251,7 @@ def make_report(upload: str | None, demo: str | None, clips: dict[str, Path], cf
     stem = Path(report.clip).stem
     jpath = out / f"{stem}.scores.json"
     jpath.write_text(json.dumps(report.to_json(), indent=1))
-    cpath = write_csv(report, out / f"{stem}.scores.csv")
+    cpath = write_frames_csv(report, out / f"{stem}.scores.csv")
     status = f"Scored **{report.clip}**: video score **{report.video_score}**."
     if report.findings:
         clip_rows = overlay.finding_rows({"video": {"findings": report.findings}})

@@ -130,11 +130,11 @@ owner object to hold them; bounded (two: the live bundle and one other picked in
 
 
 def crop_policy(scorer: Scorer) -> dict[str, Any]:
-    """The report's crop boxes, as the live page's (:func:`stream.results.crops_meta`): none
+    """The report's crop boxes, as the live page's (:func:`stream.result_fields.crops_meta`): none
     for a whole-frame model (θ = identity on a blank input, :func:`engines.scorer.locate`),
     hidden when the bundle's manifest says its crops do not localise."""
     from engines.scorer import infer, locate, prepare_batch
-    from stream.results import crops_meta
+    from stream.result_fields import crops_meta
 
     x, lbs = prepare_batch([np.zeros((scorer.spec.height, scorer.spec.width), np.uint8)],
                            scorer.spec)

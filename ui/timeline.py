@@ -73,6 +73,9 @@ def render_timeline(frame_scores: Sequence[float], running_scores: Sequence[floa
 
     Raises:
         ValueError: ``running_scores`` (or ``times``) has another length than ``frame_scores``.
+
+    Long because its arguments are documented at length and the axes, the three series and
+    the labels share one pixel mapping; the drawing itself is one pass.
     """
     n = len(frame_scores)
     if n != len(running_scores):

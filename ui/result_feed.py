@@ -25,7 +25,7 @@ import zmq
 
 from stream import wire
 from stream.messages import Control, Result
-from stream.procutil import RateLimitedLog
+from stream.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

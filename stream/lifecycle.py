@@ -1,4 +1,9 @@
-"""Helpers shared by the pipeline processes: sockets, heartbeats, signals, rate-limited logs."""
+"""A pipeline process's life: stop signals, heartbeats to the supervisor, the stuck-exit backstop.
+
+Capture, worker, recorder and UI each call :func:`install_stop_handler` first, beat a
+:class:`Heartbeat` in their loop and arm :func:`exit_if_stuck` when told to stop. Their sockets
+are made by :mod:`stream.sockets`.
+"""
 
 from __future__ import annotations
 
@@ -29,39 +34,6 @@ def install_stop_handler() -> threading.Event:
     return stop
 
 
-def pub_socket(ctx: zmq.Context, addr: str, hwm: int = 2) -> zmq.Socket:
-    """A PUB socket bound to ``addr`` that never blocks the sender (drops at ``hwm``)."""
-    s = ctx.socket(zmq.PUB)
-    s.setsockopt(zmq.SNDHWM, hwm)
-    s.setsockopt(zmq.LINGER, 0)
-    s.bind(addr)
-    return s
-
-
-def sub_socket(ctx: zmq.Context, addr: str, conflate: bool = True, hwm: int = 1000) -> zmq.Socket:
-    """A SUB socket connected to ``addr``; ``conflate``: keep only the newest message."""
-    s = ctx.socket(zmq.SUB)
-    if conflate:
-        s.setsockopt(zmq.CONFLATE, 1)
-    else:
-        s.setsockopt(zmq.RCVHWM, hwm)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.SUBSCRIBE, b"")
-    s.connect(addr)
-    return s
-
-
-def control_socket(ctx: zmq.Context, addr: str | None) -> zmq.Socket | None:
-    """A SUB socket bound to ``addr`` that the UI / supervisor PUB connects to (or None)."""
-    if not addr:
-        return None
-    s = ctx.socket(zmq.SUB)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.SUBSCRIBE, b"")
-    s.bind(addr)
-    return s
-
-
 class Heartbeat:
     """PUSHes HEARTBEAT messages to the supervisor's status address (never blocks)."""
 
@@ -87,33 +59,6 @@ class Heartbeat:
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close(0)
-
-
-class RateLimitedLog:
-    """Logs the first few occurrences of a problem, then one summary line per ``every_s``.
-
-    ``count`` is the number of occurrences (logged or not): the counter behind the statistics.
-    """
-
-    def __init__(self, logger: logging.Logger, every_s: float = 5.0, burst: int = 3):
-        self.logger, self.every_s, self.burst = logger, every_s, burst
-        self.count, self._last, self._suppressed = 0, 0.0, 0
-
-    def log(self, level: int, msg: str, *args) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if self.count <= self.burst or now - self._last >= self.every_s:
-            extra = f" (+{self._suppressed} similar)" if self._suppressed else ""
-            self.logger.log(level, msg + extra, *args)
-            self._last, self._suppressed = now, 0
-        else:
-            self._suppressed += 1
-
-    def warning(self, msg: str, *args) -> None:
-        self.log(logging.WARNING, msg, *args)
-
-    def info(self, msg: str, *args) -> None:
-        self.log(logging.INFO, msg, *args)
 
 
 def exit_if_stuck(stop: threading.Event, done: threading.Event, grace_s: float,

@@ -37,7 +37,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ui import overlay, timeline
 from ui.bounds import BoundedStream, Gate, flag_param, float_param, int_param
 from ui.livestate import page_state
-from ui.results import LiveResult, ResultStore
+from ui.result_feed import LiveResult, ResultStore
 
 ASSETS = Path(__file__).with_name("assets")
 META_KEYS = ("seq", "stream_id", "source", "score", "probs", "video", "findings", "latency_ms",
@@ -162,6 +162,10 @@ def live_router(store: ResultStore, renderer: FrameRenderer,
         max_wait_s: longest long-poll (overrides ``limits.max_wait_s``).
         limits: the bounds; :class:`LiveLimits` defaults when None.
         stopping: set when the server closes; open MJPEG streams end within ``max_wait_s``.
+
+    Long because the endpoints are closures over one store, renderer and gate (FastAPI
+    routes registered on one router); the work they do lives in :class:`FrameRenderer` and
+    :mod:`ui.livestate`.
     """
     lim = limits or LiveLimits()
     if max_wait_s is not None:

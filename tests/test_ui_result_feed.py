@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 
 from stream import wire
 from ui.controls import source_uri
-from ui.live import FrameRenderer, live_router
-from ui.results import ControlPublisher, ResultStore, ResultSubscriber, check_address
+from ui.live_routes import FrameRenderer, live_router
+from ui.result_feed import ControlPublisher, ResultStore, ResultSubscriber, check_address
 from ui.safety import SafetyError, UploadLimits
 
 

@@ -32,9 +32,9 @@ from stream.config import (
     WorkerSettings,
 )
 from stream.configfile import dumps_toml, to_dict
+from stream.lifecycle import install_stop_handler
 from stream.options import add_config_argument, add_flags, live_config, resolve_bundle
 from stream.pipeline import compose, ui_available
-from stream.procutil import install_stop_handler
 from stream.stats import RunStats
 from stream.supervisor import Supervisor
 
