@@ -91,15 +91,19 @@ def _inputs(bundle, clip: Path, n: int) -> np.ndarray:
     return x
 
 
-def _start_ray(address: str | None) -> tuple[Any, str]:
+def _start_ray(address: str | None) -> tuple[Any, str, bool]:
+    """Join ``address`` or start a private instance (or use the one this process has);
+    returns (ray, GCS address, whether this call started or joined it)."""
     import ray
 
+    if ray.is_initialized():
+        return ray, ray.get_runtime_context().gcs_address, False
     quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         ray.init(address=address, **quiet)
     else:
         ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, **quiet)
-    return ray, ray.get_runtime_context().gcs_address
+    return ray, ray.get_runtime_context().gcs_address, True
 
 
 def serve_bench(bundle_path: Path, clip: Path, seconds: float = 10.0, streams: int = 4,
@@ -118,7 +122,7 @@ def serve_bench(bundle_path: Path, clip: Path, seconds: float = 10.0, streams: i
         log.info("serve bench: local, %s", mode)
         rows[f"local/{mode}"] = measure([local.frame], xs, seconds, mode == "paced")
     local.close()
-    ray, gcs = _start_ray(address)
+    ray, gcs, joined = _start_ray(address)
     from ray import serve
 
     try:
@@ -140,9 +144,10 @@ def serve_bench(bundle_path: Path, clip: Path, seconds: float = 10.0, streams: i
                 e.close()
     finally:
         serve.delete(APP)
-        if not address:
+        if joined and not address:  # our private instance: stop Serve and Ray
             serve.shutdown()
-        ray.shutdown()
+        if joined:
+            ray.shutdown()
     return {"schema": "pleura-bench-serve/1", "bundle": bundle.name, "streams": streams,
             "threads_per_engine": threads, "replicas": list(replicas), "seconds": seconds,
             "ray": ray.__version__, "cluster": address or f"private ({os.cpu_count()} CPUs)",
@@ -185,6 +190,13 @@ def main(args: Any) -> int:
     import tempfile
 
     from benchmarks.devbundle import resolve_bundle as _resolve_bundle
+    from engines.serve import import_ray
+
+    try:
+        import_ray()
+    except ImportError as exc:
+        print(f"pleura bench: {exc}", file=sys.stderr)
+        return 2
 
     with tempfile.TemporaryDirectory(prefix="pleura-bench-serve-") as tmp:
         result = run_cli(args, _resolve_bundle(args, Path(tmp)), Path(tmp))

@@ -478,3 +478,21 @@ def test_serve_config_and_the_serve_run_builder(tmp_path):
         app_builder({"bundle": str(bundle), "replicas": "0"})
     with pytest.raises(ValueError, match="cannot use the ray backend"):
         ServeConfig(bundle=str(bundle), backend="ray")
+
+
+def test_serve_bench_measures_and_tabulates(tmp_path):
+    from benchmarks.serve_bench import format_table, measure
+
+    bundle = make_dummy_bundle(tmp_path / "b", seg=False)
+    engs = [create_engine(bundle, "onnxruntime", threads=1) for _ in range(2)]
+    x = np.zeros((2, 3, 224, 224), np.float32)
+    unpaced = measure([engs[0].frame], x, 0.3, paced=False)
+    assert unpaced["batch"] == 2 and unpaced["latency_ms"]["n"] >= 1 and unpaced["fps"] > 0
+    paced = measure([e.frame for e in engs], x[:1], 0.5, paced=True)  # 2 streams at 30 fps
+    assert paced["callers"] == 2 and 0 < paced["fps"] <= 2 * 30 * 1.3, paced
+    table = format_table({"bundle": "dummy", "streams": 2, "threads_per_engine": 1,
+                          "ray": ray.__version__, "loadavg_start": [0], "loadavg_end": [0],
+                          "rows": {"local/unpaced": unpaced, "local/paced": paced}})
+    assert "local/paced" in table and "frames/s" in table
+    for e in engs:
+        e.close()
