@@ -496,3 +496,26 @@ def test_serve_bench_measures_and_tabulates(tmp_path):
     assert "local/paced" in table and "frames/s" in table
     for e in engs:
         e.close()
+
+
+def test_without_ray_the_ray_backend_falls_back_and_says_how_to_install(tmp_path):
+    bundle = make_dummy_bundle(tmp_path / "b", seg=False)
+    code = (
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'ray':\n"
+        "            raise ImportError('No module named ' + repr(name))\n"
+        "sys.meta_path.insert(0, _Block())\n"
+        "import numpy as np\n"
+        "from engines import create_engine\n"
+        f"e = create_engine({str(bundle)!r}, 'ray', threads=1)\n"
+        "out = e.frame(np.zeros((1, 3, 224, 224), np.float32))\n"
+        "print(e.mode, out.probs.shape, e.describe())\n"
+        "e.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("fallback (1, 4)"), out.stdout
+    assert "pip install 'pleura[serve]'" in out.stdout, out.stdout

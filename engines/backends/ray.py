@@ -225,6 +225,8 @@ class RayEngine(Engine):
                 log.warning("ray backend: application %r is back; scoring remotely again",
                             self.app_name)
                 return
+            except ImportError:
+                return  # ray is not installed: it will not appear while this process runs
             except Exception as exc:  # noqa: BLE001 - keep probing, remember why
                 self.detail = self.stats.last_error = _one_line(exc)
 
