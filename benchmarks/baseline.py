@@ -91,7 +91,7 @@ def _build(run_dir: str | None, model_name: str, kind: str, torch):
             return model.eval(), f"trained run {run_dir}"
         except (FileNotFoundError, KeyError, RuntimeError) as exc:  # e.g. still training
             note = f" (run {run_dir} not loadable: {exc})"
-    from train.models.registry import build_model
+    from train.frame.models.registry import build_model
 
     torch.manual_seed(0)
     model = build_model(model_name)

@@ -34,7 +34,7 @@ def make_untrained_bundle(out: str | Path, int8: bool = True, seg: Sequence[str]
     import torch
 
     from train.export import SegRun, export_bundle
-    from train.models.registry import build_model
+    from train.frame.models.registry import build_model
     from train.seg.models import build_model as build_seg
 
     torch.manual_seed(seed)  # the frame model first: same weights as the bench's baseline

@@ -85,7 +85,7 @@ def count_gmac(model, x, torch) -> float:
 
 
 def _models(torch, args):
-    from train.models.registry import build_model
+    from train.frame.models.registry import build_model
     from train.seg.models import build_model as build_seg
 
     torch.manual_seed(0)

@@ -154,7 +154,7 @@ else:
 if torch is not None:
     try:
         from train.export import FrameExport, SegExport, export_onnx
-        from train.models.stn import RegSTN
+        from train.frame.models.stn import RegSTN
         from train.seg.models import build_model
 
         dev = "cuda" if torch.cuda.is_available() else "cpu"

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from train.models.registry import MODELS, build_model
+from train.frame.models.registry import MODELS, build_model
 
 
 def frames_per_second(name: str, threads: int, batch: int, steps: int = 3,

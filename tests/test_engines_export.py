@@ -121,7 +121,7 @@ def test_cli_export_of_run_folders(tmp_path):
     # light U-Net seg run and a video run, through `pleura export`, parity at batch 2
     from stream.cli import main
     from train.frame.config import TrainConfig
-    from train.models.stn import RegSTN
+    from train.frame.models.stn import RegSTN
     from train.seg.models import build_model
 
     torch.manual_seed(1)

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from tests._frame_fixtures import one_torch_thread  # noqa: F401 - fixture
 from train.frame.export_wrapper import FrameExportWrapper
-from train.models import MODELS, build_model, get_spec
-from train.models.sampling import affine_crop, base_grid, identity_theta
+from train.frame.models import MODELS, build_model, get_spec
+from train.frame.models.sampling import affine_crop, base_grid, identity_theta
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -13,10 +13,10 @@ from train.frame import recipe as recipe_mod
 from train.frame.config import TrainConfig
 from train.frame.data import build_table
 from train.frame.evaluate import crop_spread, evaluate, localisation, with_translation
+from train.frame.models import build_model
 from train.frame.recipe import Stage, run_recipe, stage_configs
 from train.frame.run import load_run
 from train.frame.trainer import param_groups, train
-from train.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,10 +10,10 @@ from tests._frame_fixtures import one_torch_thread, tiny_sim  # noqa: F401 - fix
 from train.data.layout import read_dataset
 from train.frame.config import TrainConfig
 from train.frame.data import FrameDataset, build_table
+from train.frame.models import build_model
 from train.frame.run import load_run
 from train.frame.trainer import seed_everything, train
 from train.losses import sord_loss
-from train.models import build_model
 
 
 def _cfg(data, out, **kw):

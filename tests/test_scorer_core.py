@@ -233,7 +233,7 @@ def test_pleura_eval_score_scores_clips_with_a_pytorch_run(tmp_path):
     torch = pytest.importorskip("torch")
     from stream import cli
     from train.frame.config import TrainConfig
-    from train.models import build_model
+    from train.frame.models import build_model
 
     run = tmp_path / "run"
     run.mkdir()

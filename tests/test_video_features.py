@@ -31,7 +31,7 @@ class _Counting:
 
 
 def test_torch_engine_matches_engine_contract():
-    from train.models.stn import RegSTN
+    from train.frame.models.stn import RegSTN
 
     torch.manual_seed(0)
     eng = TorchFrameEngine(RegSTN(), "cpu")
@@ -60,12 +60,12 @@ def test_dataset_frame_probs_uses_cache(tmp_path):
 
 
 def test_score_cli_runs_a_frame_run(tmp_path, capsys):
-    """`pleura score --run RUN` (the PyTorch path) on a run folder holding untrained weights."""
+    """`pleura eval score --run RUN` (the PyTorch path) on a run folder holding untrained weights."""
     import av
 
     from stream import cli
     from train.frame.config import TrainConfig
-    from train.models.registry import MODELS
+    from train.frame.models.registry import MODELS
 
     run = tmp_path / "run"
     run.mkdir()
@@ -85,7 +85,7 @@ def test_score_cli_runs_a_frame_run(tmp_path, capsys):
         for p in s.encode():
             c.mux(p)
     out = tmp_path / "o.json"
-    assert cli.main(["score", str(clip), "--run", str(run), "--json", str(out)]) == 0
+    assert cli.main(["eval", "score", str(clip), "--run", str(run), "--json", str(out)]) == 0
     import json
 
     doc = json.loads(out.read_text())

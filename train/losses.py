@@ -84,7 +84,7 @@ def total_loss(out: dict[str, torch.Tensor | None], scores: torch.Tensor, loss: 
     """L = L_SORD (or CE) + [L_MSE] + [L_P] for one model output dict.
 
     Args:
-        out: model output (``logits``, ``logits2``, ``sigma``; see train.models.registry).
+        out: model output (``logits``, ``logits2``, ``sigma``; see train.frame.models.registry).
         scores: (B,) ground-truth scores.
         loss: "sord" or "ce".
         consistency: add L_MSE (needs ``logits2``).

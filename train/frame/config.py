@@ -15,7 +15,7 @@ class TrainConfig:
     Attributes:
         data: dataset folder (pleura layout).
         out: run folder.
-        model: registry name (train.models.MODELS).
+        model: registry name (train.frame.models.MODELS).
         epochs: training epochs (paper: 120).
         batch: batch size (paper: 64).
         lr, weight_decay: Adam (paper: 1e-4, 1e-4).

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from train.frame.config import TrainConfig
-from train.models import build_model
+from train.frame.models import build_model
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -46,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from train.frame.config import TrainConfig
+    from train.frame.models import get_spec
     from train.frame.trainer import train
-    from train.models import get_spec
 
     if args.recipe:
         return _run_recipe(args)

@@ -27,10 +27,10 @@ from tqdm import tqdm
 from train.data.layout import read_dataset, split_by_patient
 from train.frame.config import TrainConfig
 from train.frame.data import FrameDataset, FrameTable, balanced_sampler, build_table
+from train.frame.models import build_model, get_spec
 from train.frame.run import resolve_device
 from train.losses import total_loss
 from train.metrics import classification_report
-from train.models import build_model, get_spec
 
 log = logging.getLogger(__name__)
 FIELDS = ("epoch", "lr", "train_loss", "train_cls", "train_mse", "train_prior", "train_acc",

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.models.cnn import CHANNELS, Trunk, conv_block
-from train.models.sampling import identity_theta
+from train.frame.models.cnn import CHANNELS, Trunk, conv_block
+from train.frame.models.sampling import identity_theta
 
 FINDING_NAMES = ("b_lines", "consolidations", "effusion", "a_lines", "pleural_irregularities")
 """Order of the ``findings`` output (the POCUS manifest's flag columns)."""
@@ -42,7 +42,7 @@ def standardise(x: torch.Tensor, eps: float = 0.02) -> torch.Tensor:
 
 
 class RealFrameNet(nn.Module):
-    """forward(x: (B, 3, 224, 224) in [0, 1]) → the registry dict (see train.models.registry)
+    """forward(x: (B, 3, 224, 224) in [0, 1]) → the registry dict (see train.frame.models.registry)
     plus ``findings_logits`` / ``findings`` (B, 5).
 
     Args:

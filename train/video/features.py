@@ -24,7 +24,7 @@ class TorchFrameEngine:
     """A PyTorch frame model behind the runtime's ``Engine.frame`` interface.
 
     Args:
-        model: a frame model of :mod:`train.models.registry` (forward returns a dict with
+        model: a frame model of :mod:`train.frame.models.registry` (forward returns a dict with
             ``probs``, ``theta1``, ``theta2``).
         device: torch device string.
     """

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from train.models.baselines import RandomCropCNN, ResNet18, WholeFrameCNN
-from train.models.stn import FreeSTN, RegSTN
+from train.frame.models.baselines import RandomCropCNN, ResNet18, WholeFrameCNN
+from train.frame.models.stn import FreeSTN, RegSTN
 
 
 @dataclass(frozen=True)

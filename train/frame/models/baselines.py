@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.models.cnn import FrameCNN
-from train.models.sampling import affine_crop, base_grid, identity_theta, theta_from_params
-from train.models.stn import CROP
+from train.frame.models.cnn import FrameCNN
+from train.frame.models.sampling import affine_crop, base_grid, identity_theta, theta_from_params
+from train.frame.models.stn import CROP
 
 
 def _out(logits: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor,

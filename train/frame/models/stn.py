@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.models.cnn import CHANNELS, FrameCNN, Trunk
-from train.models.sampling import affine_crop, base_grid, theta_from_params
+from train.frame.models.cnn import CHANNELS, FrameCNN, Trunk
+from train.frame.models.sampling import affine_crop, base_grid, theta_from_params
 
 CROP = 112
 INPUT = 224
@@ -110,7 +110,7 @@ class RegSTN(nn.Module):
         return t1, t2, sigma
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        """(B, 3, 224, 224) in [0, 1] -> the model output dict (see train.models.registry)."""
+        """(B, 3, 224, 224) in [0, 1] -> the model output dict (see train.frame.models.registry)."""
         t1, t2, sigma = self.thetas(x)
         crops = torch.cat([affine_crop(x, t1, self.base, (CROP, CROP)),
                            affine_crop(x, t2, self.base, (CROP, CROP))])  # (2B, 3, 112, 112)
