@@ -39,6 +39,9 @@ CLASS_NAMES = ("score 0", "score 1", "score 2", "score 3")
 SEG_CLASS_NAMES = ("background", "score 0", "score 1", "score 2", "score 3")
 """Segmentation classes; label map value 0 = background, s + 1 = score s."""
 
+OPSET = 17
+"""ONNX opset of every model in a bundle (``pleura export`` and the test bundles)."""
+
 FRAME_OUTPUTS = {
     "probs": "(B, 4) float32 softmax over scores 0..3, prediction of crop 1 (Roy et al. 2020)",
     "theta1": "(B, 2, 3) float32 affine transform of crop 1, affine_grid convention "

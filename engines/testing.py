@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.bundle import write_aggregator, write_manifest
+from engines.bundle import OPSET, write_aggregator, write_manifest
 from engines.preprocess import FRAME_SPEC, SEG_SPEC
 
-OPSET = 17
 IR_VERSION = 8  # what opset 17 needs; readable by every ONNX Runtime >= 1.14 and TensorRT 10
 DUMMY_FINDINGS = ("b_lines", "consolidations", "effusion", "a_lines", "pleural_irregularities")
 """Finding names of a dummy bundle made with ``findings=True`` (those of ``pleura train real``)."""

@@ -20,9 +20,9 @@ import httpx
 import psutil
 import pytest
 
+from stream.sockets import free_port
 from tests._shared_data import POCUS, needs_pocus
 from ui.bounds import BadParam, Gate, flag_param, float_param, int_param
-from ui.browser_bench import free_port
 from ui.result_feed import ResultStore
 
 REPO = Path(__file__).resolve().parents[1]

@@ -103,10 +103,10 @@ def test_upload_type_size_duration_limits(tmp_path):
 
 
 def test_report_shows_refusal_as_message_not_traceback(tmp_path):
-    from ui.app import UiConfig
+    from ui.app import PageConfig
     from ui.report import make_report
 
-    cfg = UiConfig(results_addr="tcp://127.0.0.1:9")
+    cfg = PageConfig(results_addr="tcp://127.0.0.1:9")
     bad = tmp_path / "x.txt"
     bad.write_text("hello")
     status, *rest = make_report(str(bad), None, {}, cfg, tmp_path)
@@ -120,11 +120,11 @@ def test_live_endpoints_need_the_gradio_login(tmp_path):
     """A real page with --auth: the live frames are behind the same login as the page."""
     import httpx
 
-    from ui.app import Server, UiConfig
-    from ui.browser_bench import free_port
+    from stream.sockets import free_port
+    from ui.app import PageConfig, Server
 
     port = free_port()
-    server = Server(UiConfig(results_addr=f"tcp://127.0.0.1:{free_port()}", port=port,
+    server = Server(PageConfig(results_addr=f"tcp://127.0.0.1:{free_port()}", port=port,
                              auth=("alice", "s3cret"), demo_dir=tmp_path))
     server.start()
     try:

@@ -28,16 +28,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.bundle import load_bundle, write_aggregator, write_manifest
+from engines.bundle import FRAME_OUTPUTS as BUNDLE_FRAME_OUTPUTS
+from engines.bundle import OPSET, load_bundle, write_aggregator, write_manifest
 from engines.modelcard import render_model_card
 from engines.preprocess import FRAME_SPEC, SEG_SPEC, preprocess_batch
 from train.calib_frames import random_frames, sample_frames, simulated_frames
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
 TOLERANCE = 1e-4
-FRAME_OUTPUTS = ("probs", "theta1", "theta2")
+FRAME_OUTPUTS = tuple(BUNDLE_FRAME_OUTPUTS)
+"""The frame model's ONNX outputs in order: the bundle contract (engines.bundle.FRAME_OUTPUTS)."""
 
 
 class ExportError(RuntimeError):

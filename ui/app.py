@@ -29,8 +29,8 @@ from ui.uploads import PrivateTempDir, UploadGuard
 log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
-class UiConfig:
-    """Everything the page needs.
+class PageConfig:
+    """Everything the page needs (built by :func:`serve` from :class:`stream.config.UiConfig`).
 
     Attributes:
         results_addr: where the worker publishes RESULT messages (we connect, SUB).
@@ -78,7 +78,7 @@ def demo_clips(demo_dir: Path | None) -> dict[str, Path]:
     return {p.name: p for p in sorted(demo_dir.iterdir()) if p.suffix.lower() in exts}
 
 
-def build_blocks(cfg: UiConfig, ctl: ControlPublisher,
+def build_blocks(cfg: PageConfig, ctl: ControlPublisher,
                  store: ResultStore | None = None) -> gr.Blocks:
     """The page layout: a Live tab (view + controls), an Exam tab and a Report tab."""
     clips = demo_clips(cfg.demo_dir)
@@ -119,7 +119,7 @@ class Server:
     removes.
     """
 
-    def __init__(self, cfg: UiConfig) -> None:
+    def __init__(self, cfg: PageConfig) -> None:
         check_exposure(cfg.host, cfg.share, cfg.auth)
         self.temp = PrivateTempDir()  # before the Blocks: Gradio reads it when they are built
         if cfg.report_dir is None:
@@ -193,7 +193,7 @@ def serve(results_addr: str, control_addr: str | Sequence[str] | None = None,
         host, port: bind address of the page; non-loopback needs ``auth``.
         auth: (user, password) or None.
         bundle_info: bundle label shown on the page.
-        share, bundle, backend, demo_dir, control_bind: see :class:`UiConfig`.
+        share, bundle, backend, demo_dir, control_bind: see :class:`PageConfig`.
         block: wait until Ctrl-C / SIGTERM (True) or return the running :class:`Server`.
 
     Raises:
@@ -201,7 +201,7 @@ def serve(results_addr: str, control_addr: str | Sequence[str] | None = None,
     """
     if control_addr is not None and not isinstance(control_addr, str):
         control_addr = tuple(control_addr)
-    cfg = UiConfig(results_addr=results_addr, control_addr=control_addr, host=host, port=port,
+    cfg = PageConfig(results_addr=results_addr, control_addr=control_addr, host=host, port=port,
                    auth=auth, share=share, bundle=bundle, backend=backend,
                    bundle_info=bundle_info, demo_dir=demo_dir, control_bind=control_bind)
     server = Server(cfg)

@@ -30,7 +30,7 @@ from ui.safety import SafetyError, UploadLimits, check_upload
 from ui.scoring import FrameRow
 
 if TYPE_CHECKING:
-    from ui.app import UiConfig
+    from ui.app import PageConfig
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def build_report(path: Path, bundle: str | None, backend: str, limits: UploadLim
     return report, got.frames
 
 
-def make_report(upload: str | None, demo: str | None, clips: dict[str, Path], cfg: UiConfig,
+def make_report(upload: str | None, demo: str | None, clips: dict[str, Path], cfg: PageConfig,
                 out_dir: Path | None = None):
     """The report button: (status markdown, summary html, timeline, gallery, files).
 
@@ -260,7 +260,7 @@ def make_report(upload: str | None, demo: str | None, clips: dict[str, Path], cf
             [str(jpath), str(cpath)])
 
 
-def build_report_tab(clips: dict[str, Path], cfg: UiConfig,
+def build_report_tab(clips: dict[str, Path], cfg: PageConfig,
                      bundle_of: Callable[[], str | None] | None = None) -> None:
     """Add the report widgets to the current Blocks context.
 

@@ -9,7 +9,7 @@ import av
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from stream.sources import IMAGE_SUFFIXES
 
 
 def _image_files(folder: Path) -> list[Path]:
