@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -73,9 +74,6 @@ def render_timeline(frame_scores: Sequence[float], running_scores: Sequence[floa
 
     Raises:
         ValueError: ``running_scores`` (or ``times``) has another length than ``frame_scores``.
-
-    Long because its arguments are documented at length and the axes, the three series and
-    the labels share one pixel mapping; the drawing itself is one pass.
     """
     n = len(frame_scores)
     if n != len(running_scores):
@@ -84,53 +82,75 @@ def render_timeline(frame_scores: Sequence[float], running_scores: Sequence[floa
     if times is not None and len(times) != n:
         raise ValueError(f"times ({len(times)}) must have one value per frame score ({n})")
     img = np.full((height, width, 3), 255, dtype=np.uint8)
-    left, right, top, bottom = 26, 12, 8, 22
-    pw, ph = width - left - right, height - top - bottom
-
-    def y_of(s: float) -> int:
-        return int(round(top + ph - (s / 3.0) * ph))
-
-    for s in range(4):
-        y = y_of(s)
-        cv2.line(img, (left, y), (left + pw, y), (225, 225, 225), 1)
-        cv2.putText(img, str(s), (left - 16, y + 5), FONT, 0.45, INK, 1, cv2.LINE_AA)
-    cv2.rectangle(img, (left, top), (left + pw, top + ph), (160, 160, 160), 1)
+    box = _Box(left=26, top=8, pw=width - 26 - 12, ph=height - 8 - 22)
+    _grid(img, box)
     if n == 0:
-        cv2.putText(img, "waiting for results", (left + 8, top + ph // 2), FONT, 0.5,
-                    (120, 120, 120), 1, cv2.LINE_AA)
+        cv2.putText(img, "waiting for results", (box.left + 8, box.top + box.ph // 2), FONT,
+                    0.5, (120, 120, 120), 1, cv2.LINE_AA)
         return img
-    start = max(0, n - pw)
-    idx = range(start, n)
+    start = max(0, n - box.pw)
+    t = np.arange(n, dtype=np.float64)
     if times is not None:
-        t = np.asarray(times, dtype=np.float64)
-        if not np.all(np.isfinite(t)):
-            t = np.arange(n, dtype=np.float64)
+        given = np.asarray(times, dtype=np.float64)
+        if np.all(np.isfinite(given)):
+            t = given
+        else:
             times = None
-    else:
-        t = np.arange(n, dtype=np.float64)
     lo, hi = float(t[start]), float(t[n - 1])
     span = hi - lo
 
-    def x_of(i: int) -> int:
-        if span <= 0:
-            return left + pw // 2
-        return int(round(left + (t[i] - lo) * pw / span))
+    def x_of_value(v: float) -> float:
+        return box.left + (v - lo) * box.pw / span if span > 0 else box.left + box.pw / 2
 
-    _axis(img, lo, hi, x_of_value=lambda v: left + (v - lo) * pw / span if span > 0
-          else left + pw / 2, y=top + ph, unit="s" if times is not None else "frame",
-          bottom=height - 6)
-    if expected is not None and len(expected) == n:
-        pts = np.array([[x_of(i), y_of(float(expected[i]))] for i in idx], np.int32)
+    _axis(img, lo, hi, x_of_value=x_of_value, y=box.top + box.ph,
+          unit="s" if times is not None else "frame", bottom=height - 6)
+    xs = [int(round(box.left + (t[i] - lo) * box.pw / span)) if span > 0
+          else box.left + box.pw // 2 for i in range(start, n)]
+    _series(img, box, xs, frame_scores[start:], running_scores[start:],
+            expected[start:] if expected is not None and len(expected) == n else None)
+    return img
+
+
+@dataclass(frozen=True)
+class _Box:
+    """The plot area in pixels: left and top edges, width and height."""
+
+    left: int
+    top: int
+    pw: int
+    ph: int
+
+    def y_of(self, s: float) -> int:
+        """Pixel row of score ``s`` (0 at the bottom, 3 at the top)."""
+        return int(round(self.top + self.ph - (s / 3.0) * self.ph))
+
+
+def _grid(img: np.ndarray, box: _Box) -> None:
+    """One grey line and label per score 0..3, and the frame around the plot."""
+    for s in range(4):
+        y = box.y_of(s)
+        cv2.line(img, (box.left, y), (box.left + box.pw, y), (225, 225, 225), 1)
+        cv2.putText(img, str(s), (box.left - 16, y + 5), FONT, 0.45, INK, 1, cv2.LINE_AA)
+    cv2.rectangle(img, (box.left, box.top), (box.left + box.pw, box.top + box.ph),
+                  (160, 160, 160), 1)
+
+
+def _series(img: np.ndarray, box: _Box, xs: Sequence[int], frame_scores: Sequence[float],
+            running_scores: Sequence[float], expected: Sequence[float] | None) -> None:
+    """The expected score (thin grey), the running video score (black) and the frame scores
+    (dots coloured by score, on top), one point per pixel column ``xs``."""
+    if expected is not None:
+        pts = np.array([[x, box.y_of(float(e))] for x, e in zip(xs, expected, strict=True)],
+                       np.int32)
         cv2.polylines(img, [pts.reshape(-1, 1, 2)], False, (170, 170, 170), 1, cv2.LINE_AA)
-    pts = np.array([[x_of(i), y_of(float(running_scores[i]))] for i in idx
-                    if np.isfinite(running_scores[i])], np.int32)
+    pts = np.array([[x, box.y_of(float(r))] for x, r in zip(xs, running_scores, strict=True)
+                    if np.isfinite(r)], np.int32)
     if len(pts):
         cv2.polylines(img, [pts.reshape(-1, 1, 2)], False, (20, 20, 20), 2, cv2.LINE_AA)
-    for i in idx:  # dots on top of the line
-        s = int(frame_scores[i])
+    for x, fs in zip(xs, frame_scores, strict=True):
+        s = int(fs)
         if 0 <= s < 4:
-            cv2.circle(img, (x_of(i), y_of(s)), 3, SCORE_RGB[s], -1, cv2.LINE_AA)
-    return img
+            cv2.circle(img, (x, box.y_of(s)), 3, SCORE_RGB[s], -1, cv2.LINE_AA)
 
 
 def _axis(img: np.ndarray, lo: float, hi: float, x_of_value, y: int, unit: str,
