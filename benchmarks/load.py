@@ -307,8 +307,9 @@ def refusal_message(reasons: Sequence[str], when: str) -> str:
             f"contention, not the code:\n  - " + "\n  - ".join(reasons) +
             "\nWait until the other jobs finish (check with `uptime` / `top`), or pass "
             "--allow-busy to measure anyway (the report and the JSON are then marked "
-            "CONTENDED), or --background-load N to measure under a fixed, documented load on "
-            "purpose. Thresholds: --max-others-busy FRACTION, --max-load LOADAVG.")
+            "CONTENDED). To measure under load on purpose, start from a quiet machine with "
+            "--background-load N (a fixed, recorded load). Thresholds: --max-others-busy "
+            "FRACTION, --max-load LOADAVG; --wait-quiet SECONDS waits for a quiet machine.")
 
 
 def wait_until_quiet(th: Thresholds, wait_s: float, probe_s: float = 3.0,
