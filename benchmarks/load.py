@@ -240,9 +240,14 @@ class PhaseLoads:
             yield
         self.phases[name] = mon.result
 
+    MIN_JUDGED_S = 1.0
+    """Phases shorter than this are recorded but not judged: over a fraction of a second the
+    kernel's 10-ms accounting and one daemon's wake-up swing the share by several percent."""
+
     def contended_phases(self) -> dict[str, list[str]]:
         return {k: why for k, v in self.phases.items()
-                if (why := verdict(v, self.th, loadavg=False))}
+                if (v.get("seconds") or 0.0) >= self.MIN_JUDGED_S
+                and (why := verdict(v, self.th, loadavg=False))}
 
     def record(self) -> dict[str, Any]:
         """The JSON ``load`` block: thresholds, pre-flight, phases, and the verdict."""

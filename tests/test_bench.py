@@ -85,7 +85,8 @@ def test_bench_records_load_of_every_phase(bench_json):
         ph = ld["phases"][name]
         assert len(ph["before"]["loadavg"]) == 3 and len(ph["after"]["loadavg"]) == 3
         assert 0.0 <= ph["others_busy"]["mean"] <= 1.0
-    assert set(ld["contended_phases"]) == set(ld["phases"])  # threshold -1: all of them
+    judged = {k for k, v in ld["phases"].items() if v["seconds"] >= 1.0}
+    assert judged and set(ld["contended_phases"]) == judged  # threshold -1: all judged ones
     assert ld["background_load"]["processes"] == 0
     assert bench_json["contended"] is True and bench_json["contention"] == "contended"
 
@@ -352,13 +353,16 @@ def test_phase_loads_verdict_of_a_run():
     pl.preflight = quiet
     with pl.phase("work"):
         pass
-    pl.phases["work"] = quiet  # the reading is what is judged: a fixed one, not this machine's
+    # the reading is what is judged: a fixed one, not this machine's
+    pl.phases["work"] = {**quiet, "seconds": 5.0}
     assert pl.record()["contention"] == "quiet" and pl.record()["contended_phases"] == {}
-    pl.phases["later"] = busy
+    pl.phases["blip"] = {**busy, "seconds": 0.3}  # too short to judge
+    assert pl.record()["contention"] == "quiet"
+    pl.phases["later"] = {**busy, "seconds": 5.0}
     rec = pl.record()
     assert rec["contention"] == "contended" and list(rec["contended_phases"]) == ["later"]
     on_purpose = PhaseLoads(th, BackgroundLoad(2))
-    on_purpose.preflight, on_purpose.phases["work"] = quiet, busy
+    on_purpose.preflight, on_purpose.phases["work"] = quiet, {**busy, "seconds": 5.0}
     rec = on_purpose.record()
     assert rec["contention"] == "intentional" and rec["background_load"]["processes"] == 2
     on_purpose.preflight = busy  # busy before the background load started: not on purpose
