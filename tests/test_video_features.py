@@ -60,7 +60,7 @@ def test_dataset_frame_probs_uses_cache(tmp_path):
 
 
 def test_score_cli_runs_a_frame_run(tmp_path, capsys):
-    """`pleura eval score --run RUN` (the PyTorch path) on a run folder holding untrained weights."""
+    """`pleura eval score --run RUN` (the PyTorch path) on a run folder with untrained weights."""
     import av
 
     from stream import cli
