@@ -3,8 +3,9 @@
 The bench runs for real in its fast mode on the tiny test bundle of engines.testing (its model
 numbers mean nothing, the tool's plumbing is what is tested): real PyAV decoding of a real
 clip, real ONNX Runtime, real threads pacing real-time streams, and the real PyTorch Reg-STN
-baselines (naive and tuned, each in its own process; the tuned one without torch.compile here,
-which takes a minute). Nothing asserts a speed: the machine may be busy (the load guard is
+baselines (naive and tuned, each in its own process; the tuned one without torch.compile there,
+which takes a minute for the Reg-STN: the compile path and its eager fallback are tested on a
+tiny model). Nothing asserts a speed: the machine may be busy (the load guard is
 tested with thresholds no machine can meet, so the outcome does not depend on the load).
 """
 
@@ -367,3 +368,40 @@ def test_phase_loads_verdict_of_a_run():
     assert rec["contention"] == "intentional" and rec["background_load"]["processes"] == 2
     on_purpose.preflight = busy  # busy before the background load started: not on purpose
     assert on_purpose.record()["contention"] == "contended"
+
+
+TUNED_SCRIPT = """
+import json, os, sys
+import numpy as np, torch
+if sys.argv[1] == "no-cxx":  # a machine without a working C++ compiler: Inductor cannot build
+    import torch._inductor.config as ic
+    ic.cpp.cxx = ("/nonexistent/c++",)
+from benchmarks.baseline import _Child
+k = os.getpid() % 50 + 5  # a graph Inductor's on-disk cache has not seen: it must compile
+m = torch.nn.Sequential(torch.nn.Conv2d(3, k, 3, padding=1), torch.nn.ReLU(),
+                        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(1)).eval()
+ch = _Child(m, torch, tuned=True, shape=(3, 9, 7))
+info = ch.prepare([2], True)
+p = ch.run(np.random.default_rng(0).random((2, 3, 9, 7), dtype=np.float32))
+print(json.dumps({"info": info, "shape": list(p.shape), "sums": p.sum(1).tolist()}))
+"""
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="the tuned baseline needs torch")
+@pytest.mark.parametrize("mode", ["compile", "no-cxx"])
+def test_tuned_baseline_compiles_or_falls_back_with_the_reason(mode):
+    proc = subprocess.run([sys.executable, "-c", TUNED_SCRIPT, mode], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    info = out["info"]
+    assert out["shape"][0] == 2 and np.allclose(out["sums"], 1.0, atol=1e-5)  # softmaxed
+    if mode == "compile":
+        if not info["compiled"]:
+            pytest.skip(f"torch.compile does not work on this machine: {info['reason']}")
+        assert info["max_abs_diff_vs_eager"] <= 1e-3 and info["seconds_per_batch"]["b2"] > 0
+        assert info["dynamic"] is False
+    else:
+        assert info["compiled"] is False
+        assert info["reason"].startswith("torch.compile failed here, eager used:")
+        assert "compiler" in info["reason"].lower()
