@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-cnn", action="store_true",
                         help="keep the classifier Φ_cnn fixed; train the localisation net and "
                         "θ heads only")
+    parser.add_argument("--init-loc-from", default=None, metavar="RUN",
+                        help="after --init-from, fill the localisation trunk from RUN's "
+                        "classifier trunk")
     parser.add_argument("--theta-lr-mult", type=float, default=1.0,
                         help="learning-rate multiplier of the θ heads (default 1 = paper)")
     parser.add_argument("--recipe", default=None, metavar="NAME",
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         val_max_frames_per_video=args.val_max_frames_per_video, seed=args.seed,
         split_seed=args.split_seed, device=args.device, threads=args.threads,
         cache_dir=args.cache_dir or None, init_from=args.init_from,
-        freeze_cnn=args.freeze_cnn, theta_lr_mult=args.theta_lr_mult)
+        freeze_cnn=args.freeze_cnn, theta_lr_mult=args.theta_lr_mult,
+        init_loc_from=args.init_loc_from)
     out = train(cfg, resume=args.resume)
     print(f"run folder: {out} (best.pt chosen on the validation split)")
     return 0

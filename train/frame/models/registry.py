@@ -48,6 +48,9 @@ _SPECS = (
     ModelSpec("reg-stn-cpu", lambda: RegSTN(loc_size=112), "sord", True, True,
               "Reg-STN for the CPU recipe: localisation net on the 2x-pooled 112x112 frame "
               "(crops still from the 224 frame); same heads, losses and crops"),
+    ModelSpec("reg-stn-cpu-fixed-scale", lambda: RegSTN(fixed_scale=True, loc_size=112), "sord",
+              True, False, "reg-stn-cpu with fixed scales (0.5, 0.75), learnable translations "
+              "only"),
     ModelSpec("reg-stn-fixed-scale", lambda: RegSTN(fixed_scale=True), "sord", True, False,
               "Reg-STN with fixed scales (0.5, 0.75), learnable translations only"),
     ModelSpec("cnn-ce", WholeFrameCNN, "ce", False, False, "CNN + cross-entropy"),
