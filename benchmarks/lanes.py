@@ -36,7 +36,7 @@ log = logging.getLogger("pleura.bench")
 @contextlib.contextmanager
 def start_baselines(run_dir: Path | None, model: str, kind: str, shape: tuple[int, int, int],
                     tuned_batches: Sequence[int], use_compile: bool, skip_reason: str | None,
-                    loads: PhaseLoads, ) -> Iterator[tuple[dict, dict[str, Any]]]:
+                    loads: PhaseLoads) -> Iterator[tuple[dict, dict[str, Any]]]:
     """Start the naive and tuned children of one model; yields ({"naive", "tuned"}: process
     or None, {"naive", "tuned"}: JSON info incl. why one is missing). Closes both on exit."""
     procs: dict[str, BaselineProcess | None] = {"naive": None, "tuned": None}

@@ -191,8 +191,6 @@ def _ensure_benchmarks() -> None:
         sys.path.insert(0, str(root))
 
 
-
-
 def _engines(bundle, cfg: BenchConfig) -> dict[str, Any]:
     """The runtime's default engine and the fp32 / int8 frame models to compare."""
     from engines import create_engine
@@ -218,18 +216,6 @@ def _baseline_run_dir(args: argparse.Namespace) -> Path | None:
         return None
     default = Path(__file__).resolve().parents[1] / "runs" / "frame-regstn"
     return default if (default / "config.json").is_file() else None
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _header(args, cfg: BenchConfig, bundle, eng, clip: Path) -> dict[str, Any]:
@@ -269,8 +255,8 @@ def _frame_lanes(args, cfg: BenchConfig, eng, bundle, clip: Path, src_frames, lo
                          (fs.channels, fs.height, fs.width), batches, cfg.compile,
                          skip_reason, loads) as (base, info):
         if base["naive"] is not None:
-            info["naive"]["parity"] = lanes.parity(base["naive"], eng["fp32"], bundle.frame_spec,
-                                              src_frames)
+            info["naive"]["parity"] = lanes.parity(base["naive"], eng["fp32"],
+                                                   bundle.frame_spec, src_frames)
         if "inference" not in cfg.skip:
             result["inference"] = lanes.inference(cfg, eng, bundle, base, loads)
         result["throughput"] = frame_throughput(
