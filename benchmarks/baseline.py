@@ -1,6 +1,6 @@
 """The PyTorch baselines: what a researcher would write, and what a PyTorch expert would write.
 
-Two variants of the same model (``train.models`` Reg-STN for the frame lane,
+Two variants of the same model (``train.frame.models`` Reg-STN for the frame lane,
 ``train.seg.models`` for a segmentation member), each in its own *spawned child process*, so the
 benchmark process never imports torch and no two candidates share a thread pool; the parent
 drives them phase by phase, interleaved with the ONNX Runtime candidates, under the same load.
@@ -95,7 +95,7 @@ def _build(run_dir: str | None, model_name: str, kind: str, torch):
 
     torch.manual_seed(0)
     model = build_model(model_name)
-    return model.eval(), (f"train.models.registry.build_model({model_name!r}), untrained "
+    return model.eval(), (f"train.frame.models.registry.build_model({model_name!r}), untrained "
                           f"weights{note}")
 
 
@@ -333,7 +333,7 @@ class BaselineProcess:
     Args:
         run_dir: a trained frame run (``train.frame.run.load_run``), or None for an untrained
             model (speed does not depend on the weights).
-        model_name: registry name used when ``run_dir`` is None (``train.models`` for
+        model_name: registry name used when ``run_dir`` is None (``train.frame.models`` for
             ``kind="frame"``, ``train.seg.models`` for ``kind="seg"``).
         kind: "frame" or "seg".
         tuned: the expert variant (inference_mode, channels-last, torch.compile after

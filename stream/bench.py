@@ -125,7 +125,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="trained frame run for the baselines (default: runs/frame-regstn if "
                         "present, else an untrained Reg-STN: speed does not depend on weights)")
     p.add_argument("--baseline-model", default="reg-stn",
-                   help="train.models registry name of the baselines' frame model when no "
+                   help="train.frame.models registry name of the baselines' frame model when no "
                         "run is given (default reg-stn: the paper's model)")
     p.add_argument("--tuned-batch", type=int, default=8,
                    help="batch of the tuned PyTorch baseline (default 8)")
