@@ -1,4 +1,4 @@
-"""Measurement helpers behind ``pleura bench`` (``stream/bench.py``) and ``scripts/gpu-bench.sh``.
+"""Measurement helpers behind ``pleura bench`` (``benchmarks/cli.py``) and ``scripts/gpu-bench.sh``.
 
 Not part of the runtime: these modules run from a source checkout. Only
 :mod:`benchmarks.baseline` (the PyTorch baselines), :mod:`benchmarks.devbundle` and

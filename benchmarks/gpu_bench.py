@@ -1,7 +1,7 @@
 """The GPU benchmark behind ``scripts/gpu-bench.sh`` (torch, onnx, onnxruntime; TensorRT if
 importable; nothing installed at run time).
 
-Measures, on the chosen device, with the project's own models (``train.models`` Reg-STN and the
+Measures, on the chosen device, with the project's own models (``train.frame.models`` Reg-STN and the
 ``train.seg.models`` ensemble members; weights of a trained run when given, otherwise fresh
 ones — speed does not depend on them):
 

@@ -28,7 +28,7 @@ from benchmarks.report import ratios
 from benchmarks.timing import inference_stats, pipeline_throughput
 
 if TYPE_CHECKING:
-    from stream.bench import BenchConfig
+    from benchmarks.cli import BenchConfig
 
 log = logging.getLogger("pleura.bench")
 

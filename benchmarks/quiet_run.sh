@@ -63,7 +63,7 @@ bench --dummy --seconds 30 --rounds 1 --batch 1 --no-baseline \
 step "6/6 live page in Chromium"
 if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
     uptime
-    "$PYTHON" -m ui.browser_bench --seconds 30 --no-mask --json "$OUT/quiet-ui.json"
+    "$PYTHON" -m benchmarks.browser --seconds 30 --no-mask --json "$OUT/quiet-ui.json"
 else
     echo "skipped: no chromium/chromedriver"
 fi

@@ -340,7 +340,7 @@ def live_table(results: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def ui_table(u: Mapping[str, Any]) -> str:
-    """The live page in Chromium (``python -m ui.browser_bench --json``)."""
+    """The live page in Chromium (``python -m benchmarks.browser --json``)."""
     la = u.get("load_avg") or []
     row = [_f(u.get("mean_fps")), _f(u.get("ui_results_per_s")),
            f"{_f(u.get('display_p50_ms'), 0)} / {_f(u.get('display_p95_ms'), 0)}",

@@ -28,10 +28,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _setup(repo: Path) -> None:
-    sys.path.insert(0, str(repo))
-
-
 def _worker(repo: Path, d: Path, bundle: Path, *extra: str):
     import zmq
 
@@ -245,7 +241,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=600, help="streams: distinct stream ids")
     args = p.parse_args(argv)
     repo = args.repo.resolve()
-    _setup(repo)
     from engines.testing import make_dummy_bundle
 
     with tempfile.TemporaryDirectory(prefix="probe-") as tmp:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 # name -> (module, one-line help). The one place that lists what `pleura` can do.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "bench": ("stream.bench", "measure decode, models, latency and scaling vs a naive baseline"),
+    "bench": ("benchmarks.cli", "measure decode, models, latency and scaling vs a naive baseline"),
     "synth": ("train.synth.cli", "write a simulated LUS dataset (videos, labels, masks)"),
     "ui": ("ui.cli", "serve the web page alone, against a worker's result/control addresses"),
     "export": ("train.export", "export trained runs to a verified model bundle (ONNX + manifest)"),

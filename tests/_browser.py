@@ -2,7 +2,7 @@
 
 import pytest
 
-from ui.browser_bench import chromium_paths
+from benchmarks.browser import chromium_paths
 
 BROWSER_MARKS = [
     pytest.mark.browser,

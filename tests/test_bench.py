@@ -27,7 +27,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-sys.path.insert(0, str(ROOT))  # benchmarks/ is a source-checkout folder, not an installed package
 
 
 def _env() -> dict[str, str]:

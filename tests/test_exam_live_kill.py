@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.browser import LivePipeline, pick_bundle, wait_for
 from stream.exam.clipwriter import stale_parts
 from stream.exam.store import Exam
 from stream.sources import decode_file
-from ui.browser_bench import LivePipeline, pick_bundle, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 gradio_client = pytest.importorskip("gradio_client")

@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests._browser import BROWSER_MARKS
-from ui.browser_bench import (
+from benchmarks.browser import (
     LivePipeline,
     chromium,
     demo_or_clip,
@@ -32,6 +31,7 @@ from ui.browser_bench import (
     pick_bundle,
     wait_for,
 )
+from tests._browser import BROWSER_MARKS
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "ui"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.browser import LivePipeline, chromium, pick_bundle, wait_for
 from tests._browser import BROWSER_MARKS
-from ui.browser_bench import LivePipeline, chromium, pick_bundle, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "ui"

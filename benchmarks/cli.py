@@ -181,16 +181,6 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise SystemExit(f"pleura bench: {exc}") from None
 
 
-def _ensure_benchmarks() -> None:
-    """Make ``benchmarks/`` (next to ``stream/`` in a checkout) importable."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "benchmarks" / "__init__.py").is_file():
-        raise SystemExit("pleura bench: runs from a source checkout; benchmarks/ is missing "
-                         f"next to {root / 'stream'}")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-
-
 def _engines(bundle, cfg: BenchConfig) -> dict[str, Any]:
     """The runtime's default engine and the fp32 / int8 frame models to compare."""
     from engines import create_engine
@@ -389,7 +379,6 @@ def _preflight(cfg: BenchConfig):
 
 
 def run(args: argparse.Namespace) -> int:
-    _ensure_benchmarks()
     if args.backend == "ray":  # issue #17: its own comparison (the [serve] extra)
         from benchmarks.serve_bench import main
 

@@ -1,6 +1,6 @@
 """Measure the live page in a real headless Chromium: displayed fps and display latency.
 
-    python -m ui.browser_bench --seconds 30 [--bundle DIR] [--source CLIP] [--json OUT]
+    python -m benchmarks.browser --seconds 30 [--bundle DIR] [--source CLIP] [--json OUT]
 
 Starts ``pleura live`` (supervisor, capture, worker and UI processes over loopback tcp) on a
 clip, opens the page in headless Chromium (selenium + Debian's chromium/chromedriver, never a
@@ -24,13 +24,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from stream.sockets import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CHROME_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -42,12 +43,6 @@ def chromium_paths() -> tuple[str | None, str | None]:
     """(chromium, chromedriver) executables on PATH, or None each."""
     return (shutil.which("chromium") or shutil.which("chromium-browser"),
             shutil.which("chromedriver"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_clip(path: Path, n: int = 90, fps: int = 30) -> Path:
@@ -329,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 "mask": not args.no_mask,
                 "load_avg": os.getloadavg(),
                 "cpus": os.cpu_count(),
-                "command": "python -m ui.browser_bench " + " ".join(argv or sys.argv[1:])})
+                "command": "python -m benchmarks.browser " + " ".join(argv or sys.argv[1:])})
     text = json.dumps(out, indent=1)
     print(text)
     if args.json:
