@@ -86,11 +86,12 @@ def test_wrong_input_size_says_how_to_fix():
         build_model("reg-stn")(torch.rand(1, 3, 128, 128))
 
 
-def test_export_wrapper_onnx_matches_torch(tmp_path):
+@pytest.mark.parametrize("name", ["reg-stn", "reg-stn-cpu"])
+def test_export_wrapper_onnx_matches_torch(tmp_path, name):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    wrapper = FrameExportWrapper(build_model("reg-stn"))
+    wrapper = FrameExportWrapper(build_model(name))
     # give the localisation heads non-trivial weights so θ depends on the input
     with torch.no_grad():
         for head in (wrapper.model.translation, wrapper.model.scale, wrapper.model.offdiag):
@@ -108,3 +109,22 @@ def test_export_wrapper_onnx_matches_torch(tmp_path):
     got = sess.run(None, {"frames": x.numpy()})
     for a, b in zip(got, ref, strict=True):
         np.testing.assert_allclose(a, b.numpy(), atol=1e-4)
+
+
+def test_bounded_translations_keep_crops_in_the_frame():
+    """reg-stn-cpu: |τ| ≤ 1 − σ whatever the head outputs, and the paper's initial crops."""
+    torch.manual_seed(0)
+    m = build_model("reg-stn-cpu").eval()
+    with torch.no_grad():
+        t1, t2, _ = m.thetas(torch.rand(2, 3, 224, 224))
+    torch.testing.assert_close(t1[:, :, 2], torch.full((2, 2), 0.3))
+    torch.testing.assert_close(t2[:, :, 2], torch.full((2, 2), 0.2))
+    with torch.no_grad():
+        m.translation.bias.fill_(50.0)
+        m.translation.weight.normal_(0, 5)
+        t1, t2, sigma = m.thetas(torch.rand(4, 3, 224, 224))
+    for t, s in ((t1, sigma[:, 0]), (t2, sigma[:, 1])):
+        assert (t[:, :, 2].abs() <= (1 - s)[:, None] + 1e-6).all()
+    with pytest.raises(ValueError, match="1 − σ"):
+        from train.frame.models.stn import RegSTN
+        RegSTN(bounded=True, trans_init=(0.6, 0.0, 0.0, 0.0))

@@ -72,20 +72,33 @@ class RegSTN(nn.Module):
             crops are still cut from the full 224x224 frame).
         trans_init: initial (τ_α¹, τ_β¹, τ_α², τ_β²) (kept as ``trans_init`` for the
             frozen-translation comparison of ``pleura eval frame``).
+        bounded: keep each crop inside the frame: τ = (1 − σ) · tanh(head output), per crop
+            and axis (the CPU recipe; the head's bias starts at atanh(τ₀ / (1 − σ₀)) so the
+            initial crops are the paper's). Unbounded (the paper), a crop can leave the frame
+            and look at the black padding, which a frozen classifier reads as "healthy".
     """
 
     def __init__(self, n_classes: int = 4, fixed_scale: bool = False,
                  scale_init: tuple[float, float] = (0.5, 0.75),
                  trans_init: tuple[float, float, float, float] = (0.3, 0.3, 0.2, 0.2),
-                 loc_size: int = INPUT) -> None:
+                 loc_size: int = INPUT, bounded: bool = False) -> None:
         super().__init__()
         if INPUT % loc_size:
             raise ValueError(f"loc_size must divide {INPUT}, got {loc_size}")
         self.fixed_scale = fixed_scale
         self.loc_size = loc_size
+        self.bounded = bounded
         self.trans_init = tuple(trans_init)
         self.loc = LocNet(loc_size)
-        self.translation = _head(4, trans_init)
+        if bounded:
+            s0 = (scale_init[0],) * 2 + (scale_init[1],) * 2
+            if any(abs(t) >= 1 - s for t, s in zip(trans_init, s0, strict=True)):
+                raise ValueError(f"bounded translations need |τ₀| < 1 − σ₀; got {trans_init} "
+                                 f"with σ₀ = {scale_init}")
+            self.translation = _head(4, tuple(math.atanh(t / (1 - s))
+                                              for t, s in zip(trans_init, s0, strict=True)))
+        else:
+            self.translation = _head(4, trans_init)
         if fixed_scale:
             self.register_buffer("sigma_fixed", torch.tensor(scale_init))
         else:
@@ -105,6 +118,8 @@ class RegSTN(nn.Module):
         else:
             sigma = torch.sigmoid(self.scale(h).float())  # (B, 2)
             r = self.offdiag(h).float()
+        if self.bounded:
+            tau = torch.tanh(tau) * (1 - sigma.repeat_interleave(2, dim=1))
         t1 = theta_from_params(sigma[:, 0], r[:, 0:2], tau[:, 0:2])
         t2 = theta_from_params(sigma[:, 1], r[:, 2:4], tau[:, 2:4])
         return t1, t2, sigma
