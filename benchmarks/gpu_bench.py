@@ -1,9 +1,9 @@
 """The GPU benchmark behind ``scripts/gpu-bench.sh`` (torch, onnx, onnxruntime; TensorRT if
 importable; nothing installed at run time).
 
-Measures, on the chosen device, with the project's own models (``train.frame.models`` Reg-STN and the
-``train.seg.models`` ensemble members; weights of a trained run when given, otherwise fresh
-ones — speed does not depend on them):
+Measures, on the chosen device, with the project's own models (``train.frame.models`` Reg-STN
+and the ``train.seg.models`` ensemble members; weights of a trained run when given, otherwise
+fresh ones — speed does not depend on them):
 
 - GMAC per frame of every model, counted with forward hooks;
 - the naive baseline (fp32 eager, batch 1, per-frame ``no_grad`` forward) and optimised torch

@@ -1,7 +1,9 @@
 """Timed pieces of the serving path: preprocessing, model inference, the unpaced pipeline.
 
 Everything here runs the runtime's own code: :mod:`engines.preprocess` for inputs, an
-:class:`engines.base.Engine` for inference, :func:`stream.sources.decode_file` for decoding.
+:class:`engines.base.Engine` for inference, :func:`stream.sources.decode_file` for decoding,
+and the one scoring core (:mod:`engines.scorer`: prepare → infer → locate → running score) for
+the unpaced pipeline, exactly as the worker and ``pleura score`` run it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.stats import ResourceMonitor, summarise
+from engines import scorer as core
 from engines.base import Engine
-from engines.preprocess import PreprocessSpec, preprocess_batch, preprocess_frame
+from engines.preprocess import PreprocessSpec, preprocess_frame
 
 
 def time_calls(fn: Callable[[], object], seconds: float, min_iters: int = 3,
@@ -95,29 +98,35 @@ def _looped_frames(paths: Sequence[Path]):
 
 def pipeline_throughput(engine: Engine, spec: PreprocessSpec, paths: Sequence[Path],
                         batch: int, seconds: float) -> dict[str, Any]:
-    """Unpaced frame scoring: decode -> preprocess -> ``engine.frame`` in batches, one thread.
+    """Unpaced frame scoring: decode -> the scoring core in batches, one thread.
 
-    This is the highest sustainable rate of the runtime's frame scoring on this machine (what
-    ``pleura score`` does on files). With several paths, frames are taken round-robin from
-    each, as a worker batching concurrent streams does.
+    Stage 1 (:func:`engines.scorer.prepare_batch`), then stages 2-4
+    (:func:`engines.scorer.score_batch`: ``engine.frame``, crop boxes in source pixels, one
+    running uninorm per stream). This is the highest sustainable rate of the runtime's frame
+    scoring on this machine (what ``pleura score`` does on files). With several paths, frames
+    are taken round-robin from each, as a worker batching concurrent streams does.
 
     Returns:
         {"batch", "streams", "frames", "seconds", "fps", "ms_per_frame", "stage_ms": {decode,
-        preprocess, infer} per frame, "cpu_percent", "peak_rss_mb"}.
+        preprocess, infer (stages 2-4)} per frame, "cpu_percent", "peak_rss_mb"}.
     """
+    scorer = core.Scorer(engine, spec, np.asarray(core.DEFAULT_E), "bench",
+                         str(getattr(engine, "backend", "")))
+    running = [scorer.running() for _ in paths]
     frames_it = _looped_frames(paths)
-    engine.frame(preprocess_batch([next(frames_it)[1]] * batch, spec)[0])  # warm-up
+    warm = [next(frames_it) for _ in range(batch)]
+    engine.frame(core.prepare_batch([f for _, f in warm], spec)[0])  # warm-up
     n, t_dec, t_pre, t_inf = 0, 0.0, 0.0, 0.0
     with ResourceMonitor(children=False) as mon:
         t0 = time.perf_counter()
         deadline = t0 + seconds
         while time.perf_counter() < deadline or n == 0:
             a = time.perf_counter()
-            imgs = [next(frames_it)[1] for _ in range(batch)]
+            got = [next(frames_it) for _ in range(batch)]
             b = time.perf_counter()
-            x, _ = preprocess_batch(imgs, spec)
+            x, lbs = core.prepare_batch([f for _, f in got], spec)
             c = time.perf_counter()
-            engine.frame(x)
+            core.score_batch(scorer, x, lbs, [running[i] for i, _ in got])
             d = time.perf_counter()
             t_dec, t_pre, t_inf = t_dec + b - a, t_pre + c - b, t_inf + d - c
             n += batch
