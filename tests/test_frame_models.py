@@ -94,8 +94,12 @@ def test_export_wrapper_onnx_matches_torch(tmp_path, name):
     wrapper = FrameExportWrapper(build_model(name))
     # give the localisation heads non-trivial weights so θ depends on the input
     with torch.no_grad():
-        for head in (wrapper.model.translation, wrapper.model.scale, wrapper.model.offdiag):
+        heads = [getattr(wrapper.model, n) for n in ("translation", "scale", "offdiag")
+                 if hasattr(wrapper.model, n)]
+        for head in heads:
             head.weight.normal_(0, 0.05)
+        if hasattr(wrapper.model, "evidence"):  # the soft-argmax head: a peaked, moving map
+            wrapper.model.evidence.mlp[3].weight.normal_(0, 0.5)
     x = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
         ref = wrapper(x)
@@ -112,9 +116,10 @@ def test_export_wrapper_onnx_matches_torch(tmp_path, name):
 
 
 def test_bounded_translations_keep_crops_in_the_frame():
-    """reg-stn-cpu: |τ| ≤ 1 − σ whatever the head outputs, and the paper's initial crops."""
+    """reg-stn-cpu(-fc): |τ| ≤ 1 − σ whatever the heads output; -fc starts at the paper's
+    initial crops."""
     torch.manual_seed(0)
-    m = build_model("reg-stn-cpu").eval()
+    m = build_model("reg-stn-cpu-fc").eval()
     with torch.no_grad():
         t1, t2, _ = m.thetas(torch.rand(2, 3, 224, 224))
     torch.testing.assert_close(t1[:, :, 2], torch.full((2, 2), 0.3))
@@ -122,6 +127,13 @@ def test_bounded_translations_keep_crops_in_the_frame():
     with torch.no_grad():
         m.translation.bias.fill_(50.0)
         m.translation.weight.normal_(0, 5)
+        t1, t2, sigma = m.thetas(torch.rand(4, 3, 224, 224))
+    for t, s in ((t1, sigma[:, 0]), (t2, sigma[:, 1])):
+        assert (t[:, :, 2].abs() <= (1 - s)[:, None] + 1e-6).all()
+    m = build_model("reg-stn-cpu").eval()
+    with torch.no_grad():
+        m.evidence.mlp[3].weight.normal_(0, 5)
+        m.evidence.log_beta.fill_(5.0)
         t1, t2, sigma = m.thetas(torch.rand(4, 3, 224, 224))
     for t, s in ((t1, sigma[:, 0]), (t2, sigma[:, 1])):
         assert (t[:, :, 2].abs() <= (1 - s)[:, None] + 1e-6).all()

@@ -39,8 +39,34 @@ def test_reg_stn_cpu_pools_only_the_localisation_input():
     assert build_model("reg-stn").loc.fc[0].in_features == 128 * 7 * 7
 
 
+def test_evidence_head_starts_from_the_classifier_head_and_moves_with_the_content():
+    """reg-stn-cpu's translations: soft-argmax of a class-activation map whose 1x1 convolutions
+    are Φ_cnn's head (warm start), so crop 1 goes where the classifier sees a finding."""
+    from train.frame.trainer import _evidence_from_head
+
+    torch.manual_seed(0)
+    src = build_model("cnn-sord").state_dict()
+    w = _evidence_from_head(src, "evidence.mlp.0.weight")
+    assert w.shape == (256, 128, 1, 1)
+    torch.testing.assert_close(w[:, :, 0, 0], src["cnn.head.0.weight"])
+    m = build_model("reg-stn-cpu").eval()
+    fmap = torch.zeros(2, 128, 3, 3)
+    with torch.no_grad():  # make one channel the evidence of score 3
+        m.evidence.mlp[0].weight.zero_()
+        m.evidence.mlp[0].bias.zero_()
+        m.evidence.mlp[0].weight[0, 0] = 1.0
+        m.evidence.mlp[3].weight.zero_()
+        m.evidence.mlp[3].bias.zero_()
+        m.evidence.mlp[3].weight[3, 0] = 20.0
+        m.evidence.log_beta.fill_(3.0)
+        fmap[0, 0, 0, 2] = 5.0  # top right
+        fmap[1, 0, 2, 0] = 5.0  # bottom left
+        u = m.evidence(fmap)
+    assert u[0, 0] > 0.5 and u[0, 1] < -0.5 and u[1, 0] < -0.5 and u[1, 1] > 0.5
+
+
 def test_param_groups_put_theta_heads_at_their_own_rate():
-    m = build_model("reg-stn-cpu")
+    m = build_model("reg-stn-cpu-fc")
     cfg = _cfg("d", "o", theta_lr_mult=10.0)
     groups = param_groups(m, cfg)
     heads = {id(p) for mod in (m.translation, m.scale, m.offdiag) for p in mod.parameters()}
@@ -60,7 +86,7 @@ def test_frozen_classifier_does_not_move_but_the_crops_do(tiny_sim, tmp_path):  
     for k, v in before.items():
         if k.startswith("cnn."):  # weights and BatchNorm running statistics
             torch.testing.assert_close(sd[k], v, msg=f"{k} moved")
-    assert not torch.equal(sd["translation.bias"], before["translation.bias"])
+    assert not torch.equal(sd["evidence.mlp.3.weight"], before["evidence.mlp.3.weight"])
     assert not torch.equal(sd["loc.fc.0.weight"], before["loc.fc.0.weight"])
 
 
@@ -142,6 +168,7 @@ def test_localisation_scores_moving_crops_above_frozen_ones(tiny_sim):  # noqa: 
     assert res["gradcam"] is None
     assert res["stn_crop1"]["pointing"] == 1.0
     assert res["stn_crop1_init"]["pointing"] < res["stn_crop1"]["pointing"]
+    assert res["stn_crop1_mean"]["n_frames"] == len(rows)
     assert res["trans_init"][:2] == [-0.9, -0.9]
 
 

@@ -145,7 +145,8 @@ def localisation(model, ds: LusDataset, table: FrameTable, rows: np.ndarray,
     ≥ 90 % of its area is. Pointing (hit) = the box overlaps the ground-truth pathological
     mask (labels ≥ 2, scores ≥ 1); frames without such a region are not counted.
     ``stn_crop1_init`` scores crop 1 with its translation frozen at ``trans_init[:2]`` (same
-    σ and off-diagonal terms): what the learnt translations add.
+    σ and off-diagonal terms): what the learnt translations add; ``stn_crop1_mean`` with its
+    translation fixed at its mean over the frames: what moving with the content adds.
 
     Grad-CAM runs ``model.cnn`` (Φ_cnn) on the full 224x224 frame (fully convolutional + GAP;
     at σ = 0.5 a 112 crop has the same pixel scale), target layer = last conv block; it is
@@ -156,8 +157,10 @@ def localisation(model, ds: LusDataset, table: FrameTable, rows: np.ndarray,
     res["trans_init"] = [float(v) for v in trans_init]
     pick = np.unique(np.linspace(0, len(rows) - 1, min(max_frames, len(rows))).astype(int))
     theta1_init = with_translation(theta1, tuple(trans_init[:2]))
+    theta1_mean = with_translation(theta1, (res["tx1_mean"], res["ty1_mean"]))
     stn = {"inside_frac": [], "hit": [], "precision": []}
     init = {"inside_frac": [], "hit": [], "precision": []}
+    mean = {"inside_frac": [], "hit": [], "precision": []}
     cam = {"inside_frac": [], "hit": [], "precision": []}
     sectors = {v: video_sector(table.images[table.video_ids == v])
                for v in np.unique(table.video_ids[rows[pick]])}
@@ -178,6 +181,8 @@ def localisation(model, ds: LusDataset, table: FrameTable, rows: np.ndarray,
                 stn[k].append(v)
             for k, v in box_scores(theta_box(theta1_init[i], hw), sector, target).items():
                 init[k].append(v)
+            for k, v in box_scores(theta_box(theta1_mean[i], hw), sector, target).items():
+                mean[k].append(v)
             if heats is not None:
                 for k, v in box_scores(heat_box(heats[j] * sector), sector, target).items():
                     cam[k].append(v)
@@ -196,6 +201,7 @@ def localisation(model, ds: LusDataset, table: FrameTable, rows: np.ndarray,
 
     res["stn_crop1"] = summary(stn)
     res["stn_crop1_init"] = summary(init)
+    res["stn_crop1_mean"] = summary(mean)
     res["gradcam"] = summary(cam) if gc is not None else None
     return res
 

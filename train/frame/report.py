@@ -69,7 +69,7 @@ def format_summary(res: dict) -> str:
                          f"std ({loc['tx1_std']:.3f}, {loc['ty1_std']:.3f}), spread "
                          f"{loc['t1_spread']:.3f}; crop 2 spread {loc['t2_spread']:.3f} "
                          "(normalised coordinates)")
-        for name in ("stn_crop1", "stn_crop1_init", "gradcam"):
+        for name in ("stn_crop1", "stn_crop1_init", "stn_crop1_mean", "gradcam"):
             d = loc.get(name)
             if d:
                 lines.append(f"{name}: inside sector {_pct(d['inside_sector'])} %, pointing "

@@ -163,8 +163,10 @@ def warm_start(model: nn.Module, run_dir: str | Path, only_loc: bool = False) ->
 
     A tensor is copied when the same name and shape exist in the source; the Reg-STN
     localisation trunk ``loc.trunk.*`` is also filled from a source CNN trunk ``cnn.trunk.*``
-    (same architecture). ``only_loc`` copies only that localisation trunk. Returns the number
-    of tensors copied.
+    (same architecture), and a soft-argmax translation head ``evidence.mlp.*`` from the
+    source's classifier head ``cnn.head.*`` (its linear layers as 1x1 convolutions: a
+    class-activation map). ``only_loc`` copies only those two. Returns the number of tensors
+    copied.
 
     Raises:
         FileNotFoundError: no ``best.pt`` in ``run_dir``.
@@ -176,17 +178,34 @@ def warm_start(model: nn.Module, run_dir: str | Path, only_loc: bool = False) ->
     dst = model.state_dict()
     n = 0
     for k, v in dst.items():
-        if only_loc and not k.startswith("loc.trunk."):
+        if only_loc and not k.startswith(("loc.trunk.", "evidence.mlp.")):
             continue
         cand = None if only_loc else src.get(k)
         if cand is None and k.startswith("loc.trunk."):
             cand = src.get("cnn.trunk." + k[len("loc.trunk."):])
+        if cand is None and k.startswith("evidence.mlp."):
+            cand = _evidence_from_head(src, k)
         if cand is not None and cand.shape == v.shape:
             dst[k] = cand.clone()
             n += 1
     model.load_state_dict(dst)
     log.info("warm start: %d/%d tensors from %s", n, len(dst), path)
     return n
+
+
+_EVIDENCE_FROM_HEAD = {"evidence.mlp.0.": "cnn.head.0.", "evidence.mlp.1.": "cnn.head.1.",
+                       "evidence.mlp.3.": "cnn.head.4."}
+
+
+def _evidence_from_head(src: dict, key: str) -> torch.Tensor | None:
+    """The source classifier-head tensor for ``evidence.mlp.*`` (Linear -> 1x1 Conv)."""
+    for dst_prefix, src_prefix in _EVIDENCE_FROM_HEAD.items():
+        if key.startswith(dst_prefix):
+            t = src.get(src_prefix + key[len(dst_prefix):])
+            if t is not None and key.endswith("weight") and t.ndim == 2:
+                t = t[:, :, None, None]
+            return t
+    return None
 
 
 def _checkpoint(model, opt, sched, scaler, epoch: int, best: float) -> dict:

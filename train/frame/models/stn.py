@@ -41,10 +41,51 @@ class LocNet(nn.Module):
         self.fc = nn.Sequential(nn.Linear(n, 32), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)[1]
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) -> the trunk's map (B, 128, S/32, S/32) and the features (B, 32)."""
         if not torch.jit.is_tracing() and x.shape[-2:] != (self.size, self.size):
             raise ValueError(f"the STN localisation net needs {self.size}x{self.size} input, "
                              f"got {tuple(x.shape[-2:])}; preprocess with engines.preprocess")
-        return self.fc(self.trunk(x).flatten(1))
+        fmap = self.trunk(x)
+        return fmap, self.fc(fmap.flatten(1))
+
+
+class EvidenceTranslation(nn.Module):
+    """Translations from where a per-location score map peaks (a soft-argmax head).
+
+    The localisation trunk's map (B, 128, h, w) goes through a per-location classifier
+    (1x1 convolutions 128 -> 256 -> BN -> ReLU -> 4, the shape of Φ_cnn's head, so it can be
+    warm-started from a trained frame CNN's head: a class-activation map, Zhou et al. 2016);
+    each location's expected score E[s] = Σ_c c·p_c is softmax-weighted over the map with a
+    learnt sharpness β_k per crop, and the weighted mean of the cell centres is the crop's
+    centre u_k in [-1 + 1/w, 1 - 1/w]. No box labels: the map learns only through the frame
+    score loss, as the paper's heads do.
+    """
+
+    def __init__(self, channels: int = CHANNELS[-1], n_classes: int = 4,
+                 beta_init: tuple[float, float] = (4.0, 2.0)) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Conv2d(channels, 256, 1), nn.BatchNorm2d(256),
+                                 nn.ReLU(inplace=True), nn.Conv2d(256, n_classes, 1))
+        self.log_beta = nn.Parameter(torch.log(torch.tensor(beta_init)))
+        self.register_buffer("levels", torch.arange(n_classes, dtype=torch.float32)
+                             .view(1, n_classes, 1, 1), persistent=False)
+
+    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) -> (B, 4) = (u_x¹, u_y¹, u_x², u_y²), cell-centre coordinates."""
+        ev = (self.mlp(fmap).softmax(1) * self.levels).sum(1)  # (B, h, w) expected score
+        b, h, w = ev.shape
+        ys = (torch.arange(h, device=ev.device, dtype=ev.dtype) * 2 + 1) / h - 1
+        xs = (torch.arange(w, device=ev.device, dtype=ev.dtype) * 2 + 1) / w - 1
+        gx = xs.view(1, 1, w).expand(1, h, w).reshape(1, h * w)
+        gy = ys.view(1, h, 1).expand(1, h, w).reshape(1, h * w)
+        out = []
+        for k in range(2):
+            wgt = (ev.reshape(b, h * w) * self.log_beta[k].exp()).softmax(1)
+            out += [(wgt * gx).sum(1), (wgt * gy).sum(1)]
+        return torch.stack(out, 1)
 
 
 def _head(n_out: int, bias: tuple[float, ...]) -> nn.Linear:
@@ -76,12 +117,16 @@ class RegSTN(nn.Module):
             and axis (the CPU recipe; the head's bias starts at atanh(τ₀ / (1 − σ₀)) so the
             initial crops are the paper's). Unbounded (the paper), a crop can leave the frame
             and look at the black padding, which a frozen classifier reads as "healthy".
+        evidence: translations from :class:`EvidenceTranslation` (attribute ``evidence``) on the
+            localisation trunk's map instead of the paper's linear head on its 32 features
+            (CPU recipe; implies bounded: τ = (1 − σ) · u / u_max). Scale and off-diagonal
+            heads are the paper's.
     """
 
     def __init__(self, n_classes: int = 4, fixed_scale: bool = False,
                  scale_init: tuple[float, float] = (0.5, 0.75),
                  trans_init: tuple[float, float, float, float] = (0.3, 0.3, 0.2, 0.2),
-                 loc_size: int = INPUT, bounded: bool = False) -> None:
+                 loc_size: int = INPUT, bounded: bool = False, evidence: bool = False) -> None:
         super().__init__()
         if INPUT % loc_size:
             raise ValueError(f"loc_size must divide {INPUT}, got {loc_size}")
@@ -90,7 +135,12 @@ class RegSTN(nn.Module):
         self.bounded = bounded
         self.trans_init = tuple(trans_init)
         self.loc = LocNet(loc_size)
-        if bounded:
+        self.use_evidence = evidence
+        if evidence:
+            self.evidence = EvidenceTranslation()
+            cells = loc_size // 32
+            self.u_max = 1.0 - 1.0 / cells
+        elif bounded:
             s0 = (scale_init[0],) * 2 + (scale_init[1],) * 2
             if any(abs(t) >= 1 - s for t, s in zip(trans_init, s0, strict=True)):
                 raise ValueError(f"bounded translations need |τ₀| < 1 − σ₀; got {trans_init} "
@@ -110,15 +160,17 @@ class RegSTN(nn.Module):
     def thetas(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, 3, 224, 224) -> θ₁ (B, 2, 3), θ₂ (B, 2, 3), σ (B, 2)."""
         k = INPUT // self.loc_size
-        h = self.loc(F.avg_pool2d(x, k) if k > 1 else x)
-        tau = self.translation(h).float()  # (B, 4)
+        fmap, h = self.loc.features(F.avg_pool2d(x, k) if k > 1 else x)
+        tau = (self.evidence(fmap) if self.use_evidence else self.translation(h)).float()
         if self.fixed_scale:
             sigma = self.sigma_fixed.expand(x.shape[0], 2)
             r = torch.zeros_like(tau)
         else:
             sigma = torch.sigmoid(self.scale(h).float())  # (B, 2)
             r = self.offdiag(h).float()
-        if self.bounded:
+        if self.use_evidence:
+            tau = tau / self.u_max * (1 - sigma.repeat_interleave(2, dim=1))
+        elif self.bounded:
             tau = torch.tanh(tau) * (1 - sigma.repeat_interleave(2, dim=1))
         t1 = theta_from_params(sigma[:, 0], r[:, 0:2], tau[:, 0:2])
         t2 = theta_from_params(sigma[:, 1], r[:, 2:4], tau[:, 2:4])
