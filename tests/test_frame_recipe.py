@@ -99,13 +99,13 @@ def test_freeze_needs_a_classifier():
 def test_stage_chain_links_warm_starts_and_ends_in_out():
     chain = stage_configs("cpu-stn", "data/sim-train", "runs/x", threads=2)
     names = [n for n, _ in chain]
-    assert names == ["cnn112", "cnn224", "loc", "final"]
-    c112, cnn, loc, final = (c for _, c in chain)
+    assert names == ["cnn112", "cnn224", "final"]
+    c112, c224, final = (c for _, c in chain)
     assert c112.model == "cnn-sord" and c112.init_from is None
-    assert cnn.model == "cnn-sord-224" and cnn.init_from == c112.out
-    assert loc.init_from == cnn.out and loc.freeze_cnn and loc.theta_lr_mult == 10
-    assert loc.init_loc_from == c112.out
-    assert final.out == "runs/x" and final.init_from == loc.out and not final.freeze_cnn
+    assert c224.model == "cnn-sord-224" and c224.init_from == c112.out
+    assert final.out == "runs/x" and final.model == "reg-stn-cpu"
+    assert final.init_from == c224.out and final.init_loc_from == c112.out
+    assert final.freeze_loc and not final.freeze_cnn and final.theta_lr_mult == 10
     assert all(c.threads == 2 for _, c in chain)
     with pytest.raises(KeyError, match="cpu-stn"):
         stage_configs("nope", "d", "o")
@@ -117,7 +117,8 @@ def test_tiny_recipe_trains_every_stage_and_resumes(tiny_sim, tmp_path, monkeypa
         Stage("cnn", {**tiny, "model": "cnn-sord-224", "lr": 1e-3}),
         Stage("loc", {**tiny, "model": "reg-stn-cpu", "freeze_cnn": True,
                       "theta_lr_mult": 10.0, "init_loc_from": "@cnn"}),
-        Stage("", {**tiny, "model": "reg-stn-cpu", "lr": 1e-4}),
+        Stage("", {**tiny, "model": "reg-stn-cpu", "lr": 1e-4, "freeze_loc": True,
+                   "init_loc_from": "@cnn"}),
     ))
     out = tmp_path / "recipe"
     times = run_recipe("tiny", str(tiny_sim), str(out), device="cpu", cache_dir=None)
@@ -128,6 +129,9 @@ def test_tiny_recipe_trains_every_stage_and_resumes(tiny_sim, tmp_path, monkeypa
     cnn_run, _ = load_run(out / "cnn")
     loc_run, _ = load_run(out / "loc")
     torch.testing.assert_close(loc_run.cnn.state_dict()["head.4.weight"],
+                               cnn_run.cnn.state_dict()["head.4.weight"])
+    # a frozen localiser keeps the class-activation map it was given
+    torch.testing.assert_close(model.evidence.mlp[3].weight[:, :, 0, 0],
                                cnn_run.cnn.state_dict()["head.4.weight"])
     rec = json.loads((out / "recipe.json").read_text())
     assert set(rec["stages"]) == {"cnn", "loc", "final"}

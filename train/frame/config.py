@@ -35,6 +35,10 @@ class TrainConfig:
             dropout) so only the localisation net and θ heads learn (CPU recipe, stage 2).
         theta_lr_mult: learning-rate multiplier of the θ heads (translation, scale,
             off-diagonal) over ``lr`` (paper: 1).
+        freeze_loc: keep the localisation trunk and a soft-argmax translation head's score map
+            fixed (weights, BatchNorm statistics): the crops go where that map (a
+            class-activation map warm-started from a frame CNN) peaks, while Φ_cnn, the scale
+            and off-diagonal heads and the map's sharpness learn (CPU recipe).
         init_loc_from: after ``init_from``, fill the localisation trunk from this run's
             classifier trunk (CPU recipe: the 112-pixel whole-frame CNN, whose pixel scale is
             that of the 2x-pooled localisation input; None = keep ``init_from``'s).
@@ -63,6 +67,7 @@ class TrainConfig:
     freeze_cnn: bool = False
     theta_lr_mult: float = 1.0
     init_loc_from: str | None = None
+    freeze_loc: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -1,25 +1,25 @@
 """Named multi-stage training recipes: one command, several resumable :func:`train` stages.
 
-``cpu-stn`` makes Reg-STN's two crops learn where to look on two CPU cores (issue "Reg-STN that
-learns where to look, on a CPU budget"; results in docs/results/frame.md). The method is the
-paper's (PAPER.md section 1: two crops restricted to rotation/translation/isotropic scale, SORD,
-consistency MSE, scale prior, prediction from crop 1); only the schedule and the localisation
-input change:
+``cpu-stn`` makes Reg-STN's two crops localise the findings on two CPU cores (issue "Reg-STN
+that learns where to look, on a CPU budget"; results and what each ingredient bought in
+docs/results/frame.md). Kept from the paper (PAPER.md section 1): two crops restricted to
+rotation/translation/isotropic scale, SORD, consistency MSE, scale prior, prediction from crop
+1, no box labels. Changed: the schedule, the localisation input, and where the translations
+come from:
 
 1. ``cnn112`` — the Table I CNN + SORD: the whole frame resampled to 112x112 (8 x 1,024
    samples; the cheapest model to train).
 2. ``cnn224`` — the same network fine-tuned on the full 224x224 frame (3 x 1,024): the pixel
-   scale of a σ = 0.5 crop, so the classifier that stage 3 freezes sees findings in a crop at
-   the size it learnt them (the 112 model scores 47 % of sim-test frames right at 224 input,
-   82 % at 112: scale matters).
-3. ``loc`` — ``reg-stn-cpu`` (localisation trunk on the 2x-pooled 112x112 frame, 4x fewer
-   MACs than the paper's 224 input): Φ_cnn from ``cnn224``, the localisation trunk from
-   ``cnn112`` (same pixel scale as its input), **Φ_cnn frozen** (weights, BatchNorm
-   statistics, no dropout) while the localisation net and the θ heads learn, the θ heads at
-   10x the learning rate. A fixed classifier that already recognises the findings turns the
-   crop's placement into the only way to lower the loss.
-4. final — everything trained together at a lower learning rate (the paper's end-to-end
-   objective), so Φ_cnn adapts to the crops it now receives.
+   scale of a σ = 0.5 crop, so Φ_cnn starts out seeing findings in a crop at the size it
+   learnt them (the 112 model scores 47 % of sim-test frames right at 224 input, 82 % at 112).
+3. final — ``reg-stn-cpu``: the localisation trunk runs on the 2x-pooled 112x112 frame (4x
+   fewer MACs than the paper's 224 input) and is ``cnn112``'s trunk; the translations are a
+   soft-argmax over a class-activation map whose 1x1 convolutions are ``cnn112``'s head
+   (weakly supervised by the same frame labels), **kept fixed** (``freeze_loc``) while Φ_cnn
+   (from ``cnn224``), the scale and off-diagonal heads and the map's sharpness learn
+   end to end with the paper's loss, the θ heads at 10x the learning rate. Measured on this
+   budget: letting the gradient through the sampler move the map (or the paper's linear head)
+   pulls both crops to one fixed place for every frame (docs/results/frame.md).
 
 Each stage is an ordinary frame run folder (``config.json``, ``metrics.csv``, ``best.pt``);
 the last stage is written to ``out`` itself, so ``pleura eval frame --run OUT`` and ``pleura
@@ -62,11 +62,9 @@ RECIPES: dict[str, tuple[Stage, ...]] = {
                          "frames_per_epoch": 1024}),
         Stage("cnn224", {**_COMMON, "model": "cnn-sord-224", "epochs": 3, "lr": 5e-4,
                          "frames_per_epoch": 1024, "decay_at": 2 / 3}),
-        Stage("loc", {**_COMMON, "model": "reg-stn-cpu", "epochs": 6, "lr": 1e-3,
-                      "frames_per_epoch": 1024, "freeze_cnn": True, "theta_lr_mult": 10.0,
-                      "decay_at": 4 / 6, "init_loc_from": "@cnn112"}),
-        Stage("", {**_COMMON, "model": "reg-stn-cpu", "epochs": 4, "lr": 2e-4,
-                   "frames_per_epoch": 1024, "theta_lr_mult": 10.0, "decay_at": 3 / 4}),
+        Stage("", {**_COMMON, "model": "reg-stn-cpu", "epochs": 6, "lr": 5e-4,
+                   "frames_per_epoch": 1024, "theta_lr_mult": 10.0, "decay_at": 4 / 6,
+                   "init_loc_from": "@cnn112", "freeze_loc": True}),
     ),
 }
 

@@ -121,6 +121,19 @@ def set_train_mode(model: nn.Module, cfg: TrainConfig) -> None:
     model.train()
     if cfg.freeze_cnn:
         _classifier(model, cfg).eval()
+    if cfg.freeze_loc:
+        for m in _localiser(model, cfg):
+            m.eval()
+
+
+def _localiser(model: nn.Module, cfg: TrainConfig) -> list[nn.Module]:
+    """The localisation trunk and, with a soft-argmax translation head, its score map."""
+    loc = getattr(model, "loc", None)
+    if loc is None:
+        raise ValueError(f"--freeze-loc needs a model with a localisation net; {cfg.model} "
+                         "has none")
+    ev = getattr(model, "evidence", None)
+    return [loc.trunk] + ([ev.mlp] if ev is not None else [])
 
 
 def _classifier(model: nn.Module, cfg: TrainConfig) -> nn.Module:
@@ -132,17 +145,22 @@ def _classifier(model: nn.Module, cfg: TrainConfig) -> nn.Module:
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Adam parameter groups: the θ heads at ``lr · theta_lr_mult``, the rest at ``lr``.
+    """Adam parameter groups: the θ heads (and a soft-argmax head's sharpness) at
+    ``lr · theta_lr_mult``, the rest at ``lr``.
 
-    With ``cfg.freeze_cnn`` the classifier's parameters get ``requires_grad=False`` and are
-    left out of the optimiser.
+    With ``cfg.freeze_cnn`` (``cfg.freeze_loc``) the classifier's (localiser's) parameters
+    get ``requires_grad=False`` and are left out of the optimiser.
     """
     if cfg.freeze_cnn:
         _classifier(model, cfg).requires_grad_(False)
+    if cfg.freeze_loc:
+        for m in _localiser(model, cfg):
+            m.requires_grad_(False)
     heads, rest = [], []
     for name, prm in model.named_parameters():
         if prm.requires_grad:
-            (heads if name.split(".")[0] in THETA_HEADS else rest).append(prm)
+            head = name.split(".")[0] in THETA_HEADS or name == "evidence.log_beta"
+            (heads if head else rest).append(prm)
     groups = [{"params": rest, "lr": cfg.lr}]
     if heads:
         groups.append({"params": heads, "lr": cfg.lr * cfg.theta_lr_mult})
