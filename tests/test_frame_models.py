@@ -140,3 +140,21 @@ def test_bounded_translations_keep_crops_in_the_frame():
     with pytest.raises(ValueError, match="1 − σ"):
         from train.frame.models.stn import RegSTN
         RegSTN(bounded=True, trans_init=(0.6, 0.0, 0.0, 0.0))
+
+
+def test_rotation_parametrisation_is_rotation_and_isotropic_scale():
+    """reg-stn-cpu: θ's linear part is σ·R(α), |α| ≤ 30°: no shear, whatever the heads say."""
+    import math
+
+    torch.manual_seed(0)
+    m = build_model("reg-stn-cpu").eval()
+    with torch.no_grad():
+        m.offdiag.weight.normal_(0, 3)
+        m.scale.weight.normal_(0, 1)
+        t1, t2, sigma = m.thetas(torch.rand(3, 3, 224, 224))
+    for t, s in ((t1, sigma[:, 0]), (t2, sigma[:, 1])):
+        a = t[:, :, :2]
+        torch.testing.assert_close(a[:, 0, 0], a[:, 1, 1])  # σ cos α on the diagonal
+        torch.testing.assert_close(a[:, 0, 1], -a[:, 1, 0])  # ∓σ sin α off it
+        torch.testing.assert_close(torch.linalg.det(a).sqrt(), s)
+        assert (torch.atan2(a[:, 1, 0], a[:, 0, 0]).abs() <= math.pi / 6 + 1e-6).all()

@@ -45,10 +45,14 @@ class ModelSpec:
 _SPECS = (
     ModelSpec("reg-stn", RegSTN, "sord", True, True,
               "CNN + Reg-STN + SORD (two crops, consistency, scale prior) — the default"),
-    ModelSpec("reg-stn-cpu", lambda: RegSTN(loc_size=112, evidence=True), "sord", True, True,
+    ModelSpec("reg-stn-cpu", lambda: RegSTN(loc_size=112, evidence=True, rotation=True),
+              "sord", True, True,
               "Reg-STN for the CPU recipe: localisation net on the 2x-pooled 112x112 frame "
               "(crops still from the 224 frame), translations from a soft-argmax over its "
-              "score map (crops stay in the frame); same scale heads, losses and crops"),
+              "score map (crops stay in the frame), θ = σ·R(α) (rotation + isotropic scale); "
+              "same losses and crops"),
+    ModelSpec("reg-stn-cpu-shear", lambda: RegSTN(loc_size=112, evidence=True), "sord", True,
+              True, "reg-stn-cpu with the paper's free off-diagonal terms (ablation)"),
     ModelSpec("reg-stn-cpu-fc", lambda: RegSTN(loc_size=112, bounded=True), "sord", True, True,
               "reg-stn-cpu with the paper's linear translation head (bounded; ablation)"),
     ModelSpec("reg-stn-cpu-free", lambda: RegSTN(loc_size=112), "sord", True, True,

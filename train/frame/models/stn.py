@@ -22,6 +22,10 @@ INPUT = 224
 LOC_FEATURES = CHANNELS[-1] * (INPUT // 32) ** 2  # 128 * 7 * 7 = 6272
 
 
+MAX_ANGLE = math.pi / 6
+"""Largest crop rotation of the ``rotation`` parametrisation (30°)."""
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
@@ -121,13 +125,20 @@ class RegSTN(nn.Module):
             localisation trunk's map instead of the paper's linear head on its 32 features
             (CPU recipe; implies bounded: τ = (1 − σ) · u / u_max). Scale and off-diagonal
             heads are the paper's.
+        rotation: the off-diagonal head predicts one angle α per crop, |α| ≤ 30° (tanh), and
+            θ's linear part is σ·R(α): exactly rotation + isotropic scale, as the method
+            states. The paper's parametrisation (σ on the diagonal, free r₁, r₂) also allows
+            shear; with a 10x learning rate on the θ heads it turned crops into thin
+            parallelograms across the frame (CPU recipe, measured).
     """
 
     def __init__(self, n_classes: int = 4, fixed_scale: bool = False,
                  scale_init: tuple[float, float] = (0.5, 0.75),
                  trans_init: tuple[float, float, float, float] = (0.3, 0.3, 0.2, 0.2),
-                 loc_size: int = INPUT, bounded: bool = False, evidence: bool = False) -> None:
+                 loc_size: int = INPUT, bounded: bool = False, evidence: bool = False,
+                 rotation: bool = False) -> None:
         super().__init__()
+        self.rotation = rotation
         if INPUT % loc_size:
             raise ValueError(f"loc_size must divide {INPUT}, got {loc_size}")
         self.fixed_scale = fixed_scale
@@ -153,7 +164,7 @@ class RegSTN(nn.Module):
             self.register_buffer("sigma_fixed", torch.tensor(scale_init))
         else:
             self.scale = _head(2, tuple(_logit(s) for s in scale_init))
-            self.offdiag = _head(4, (0.0, 0.0, 0.0, 0.0))
+            self.offdiag = _head(2 if rotation else 4, (0.0,) * (2 if rotation else 4))
         self.cnn = FrameCNN(n_classes)
         self.register_buffer("base", base_grid(CROP, CROP), persistent=False)
 
@@ -168,6 +179,8 @@ class RegSTN(nn.Module):
         else:
             sigma = torch.sigmoid(self.scale(h).float())  # (B, 2)
             r = self.offdiag(h).float()
+        if self.rotation and not self.fixed_scale:
+            return self._rotated(sigma, torch.tanh(r) * MAX_ANGLE, tau)
         if self.use_evidence:
             tau = tau / self.u_max * (1 - sigma.repeat_interleave(2, dim=1))
         elif self.bounded:
@@ -175,6 +188,23 @@ class RegSTN(nn.Module):
         t1 = theta_from_params(sigma[:, 0], r[:, 0:2], tau[:, 0:2])
         t2 = theta_from_params(sigma[:, 1], r[:, 2:4], tau[:, 2:4])
         return t1, t2, sigma
+
+    def _rotated(self, sigma: torch.Tensor, alpha: torch.Tensor, tau: torch.Tensor,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """θ_k = [σ_k·R(α_k) | τ_k] with τ kept inside the frame (|τ| ≤ 1 − σ per axis)."""
+        if self.use_evidence:
+            tau = tau / self.u_max
+        else:
+            tau = torch.tanh(tau) if self.bounded else tau
+        if self.use_evidence or self.bounded:
+            tau = tau * (1 - sigma.repeat_interleave(2, dim=1))
+        out = []
+        for k in range(2):
+            c, s_ = torch.cos(alpha[:, k]) * sigma[:, k], torch.sin(alpha[:, k]) * sigma[:, k]
+            row1 = torch.stack([c, -s_, tau[:, 2 * k]], 1)
+            row2 = torch.stack([s_, c, tau[:, 2 * k + 1]], 1)
+            out.append(torch.stack([row1, row2], 1))
+        return out[0], out[1], sigma
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """(B, 3, 224, 224) in [0, 1] -> the model output dict (see train.frame.models.registry)."""
