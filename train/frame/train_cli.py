@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-loc-from", default=None, metavar="RUN",
                         help="after --init-from, fill the localisation trunk from RUN's "
                         "classifier trunk")
+    parser.add_argument("--freeze-loc", action="store_true",
+                        help="keep the localisation trunk (and a soft-argmax head's score map) "
+                        "fixed")
     parser.add_argument("--theta-lr-mult", type=float, default=1.0,
                         help="learning-rate multiplier of the θ heads (default 1 = paper)")
     parser.add_argument("--recipe", default=None, metavar="NAME",
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         split_seed=args.split_seed, device=args.device, threads=args.threads,
         cache_dir=args.cache_dir or None, init_from=args.init_from,
         freeze_cnn=args.freeze_cnn, theta_lr_mult=args.theta_lr_mult,
-        init_loc_from=args.init_loc_from)
+        init_loc_from=args.init_loc_from, freeze_loc=args.freeze_loc)
     out = train(cfg, resume=args.resume)
     print(f"run folder: {out} (best.pt chosen on the validation split)")
     return 0

@@ -58,9 +58,9 @@ _SPECS = (
     ModelSpec("reg-stn-cpu-free", lambda: RegSTN(loc_size=112), "sord", True, True,
               "reg-stn-cpu with the paper's unbounded translations (ablation)"),
     ModelSpec("reg-stn-cpu-fixed-scale",
-              lambda: RegSTN(fixed_scale=True, loc_size=112, bounded=True), "sord",
-              True, False, "reg-stn-cpu with fixed scales (0.5, 0.75), learnable translations "
-              "only"),
+              lambda: RegSTN(fixed_scale=True, loc_size=112, evidence=True), "sord",
+              True, False, "reg-stn-cpu with fixed scales (0.5, 0.75) and no rotation: "
+              "translations only"),
     ModelSpec("reg-stn-fixed-scale", lambda: RegSTN(fixed_scale=True), "sord", True, False,
               "Reg-STN with fixed scales (0.5, 0.75), learnable translations only"),
     ModelSpec("cnn-ce", WholeFrameCNN, "ce", False, False, "CNN + cross-entropy"),
