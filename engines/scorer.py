@@ -264,16 +264,16 @@ class RunningScore:
         Raises:
             ValueError: wrong sizes or non-finite values; nothing is changed (drop the frame).
         """
-        found = None
+        found, names = None, ()
         if findings is not None:
             f = np.asarray(findings).reshape(-1)
             names = (self.findings.names if self.findings is not None
                      else resolve_names(self.finding_names, f.shape[0]))
             found = check_findings(f, len(names))  # checked before any state changes
+        self.agg.update(probs)  # raises before changing anything on bad probabilities
+        if found is not None:
             if self.findings is None:
                 self.findings = RunningFindings(names)
-        self.agg.update(probs)  # raises before changing anything on bad probabilities
-        if found is not None and self.findings is not None:
             self.findings.update(found)
         score = int(np.argmax(probs))
         if 0 <= score < len(self.frame_counts):

@@ -176,6 +176,11 @@ def test_running_score_refuses_a_bad_frame_and_changes_nothing():
     np.testing.assert_array_equal(r.findings.mean, before[2])
     r.reset()
     assert r.n_frames == 0 and r.frame_counts == [0, 0, 0, 0] and r.findings.n_frames == 0
+    # a stream whose very first frame is bad does not start a findings summary either
+    fresh = RunningScore(DEFAULT_E, ("b_lines", "effusion"))
+    with pytest.raises(ValueError):
+        fresh.update(np.array([np.nan, 0.2, 0.3, 0.5]), np.array([0.5, 0.5]))
+    assert fresh.findings is None and fresh.n_frames == 0
 
 
 def test_strip_frames_stay_bounded_and_spread_over_the_clip():
