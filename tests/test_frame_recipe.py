@@ -105,7 +105,8 @@ def test_stage_chain_links_warm_starts_and_ends_in_out():
     assert c224.model == "cnn-sord-224" and c224.init_from == c112.out
     assert final.out == "runs/x" and final.model == "reg-stn-cpu"
     assert final.init_from == c224.out and final.init_loc_from == c112.out
-    assert final.freeze_loc and not final.freeze_cnn and final.theta_lr_mult == 10
+    assert final.freeze_loc and not final.freeze_cnn and final.theta_lr_mult == 33.3
+    assert all(c.select == "last" for _, c in chain)  # fixed schedules, final epochs kept
     assert all(c.threads == 2 for _, c in chain)
     with pytest.raises(KeyError, match="cpu-stn"):
         stage_configs("nope", "d", "o")
@@ -185,3 +186,20 @@ def test_eval_frame_bundle_reports_the_crop_figures(tiny_sim):  # noqa: F811
     loc = res["localisation"]
     assert 0.3 < loc["sigma1_mean"] < 0.7 and "t1_spread" in loc
     assert loc["stn_crop1"]["n_frames"] == 8 and loc["gradcam"] is None
+
+
+def test_eval_frame_checkpoint_last_uses_the_final_epoch(tiny_sim, tmp_path):  # noqa: F811
+    """``pleura eval frame --checkpoint last`` scores with ``last.pt``, not the validation pick,
+    and says which one it used."""
+    out = tmp_path / "run"
+    train(_cfg(tiny_sim, out, model="cnn-sord"), progress=False)
+    ck = torch.load(out / "last.pt", weights_only=True)
+    for k, v in ck["model"].items():  # a last epoch that differs from best.pt
+        if k.endswith("head.4.bias"):
+            v.copy_(torch.tensor([9.0, -9.0, -9.0, -9.0]))
+    torch.save(ck, out / "last.pt")
+    best = evaluate(out, tiny_sim, split="all", loc_frames=0, cache_dir=None)
+    last = evaluate(out, tiny_sim, split="all", loc_frames=0, cache_dir=None, checkpoint="last")
+    assert best["checkpoint"] == "best" and last["checkpoint"] == "last"
+    assert last["setting1"]["confusion"] != best["setting1"]["confusion"]
+    assert all(row[1:] == [0, 0, 0] for row in last["setting1"]["confusion"])

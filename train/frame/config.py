@@ -42,6 +42,10 @@ class TrainConfig:
         init_loc_from: after ``init_from``, fill the localisation trunk from this run's
             classifier trunk (CPU recipe: the 112-pixel whole-frame CNN, whose pixel scale is
             that of the 2x-pooled localisation input; None = keep ``init_from``'s).
+        select: which epoch ``best.pt`` holds: "val" = best validation micro F1 (paper);
+            "last" = the final epoch of the fixed schedule (CPU recipe: its 4-patient
+            validation split ranked epochs against two fresh test sets, see
+            docs/results/frame.md). Validation is still run and logged every epoch.
     """
 
     data: str
@@ -68,6 +72,11 @@ class TrainConfig:
     theta_lr_mult: float = 1.0
     init_loc_from: str | None = None
     freeze_loc: bool = False
+    select: str = "val"
+
+    def __post_init__(self) -> None:
+        if self.select not in ("val", "last"):
+            raise ValueError(f"select must be 'val' or 'last', got {self.select!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -7,6 +7,9 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", help="run folder from `pleura train frame`")
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"),
+                        help="the run's best.pt (chosen on the validation split) or last.pt "
+                        "(final epoch)")
     parser.add_argument("--bundle", default=None,
                         help="evaluate an exported bundle instead of --run (needs engines)")
     parser.add_argument("--data", required=True, help="dataset folder (pleura layout)")
@@ -34,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.run and not args.bundle:
         raise SystemExit("pleura eval frame: give --run RUN (or --bundle DIR)")
     res = evaluate(args.run, args.data, args.split, args.stride, args.batch, args.device,
-                   args.loc_frames, args.bundle, args.cache_dir or None)
+                   args.loc_frames, args.bundle, args.cache_dir or None,
+                   args.checkpoint)
     print(format_summary(res))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -214,7 +214,8 @@ def _whole_frame(theta: np.ndarray) -> bool:
 
 def evaluate(run: str | Path | None, data: str | Path, split: str = "test", stride: int = 1,
              batch: int = 32, device: str = "cpu", loc_frames: int = 240,
-             bundle: str | Path | None = None, cache_dir: str | None = "runs/.cache") -> dict:
+             bundle: str | Path | None = None, cache_dir: str | None = "runs/.cache",
+             checkpoint: str = "best") -> dict:
     """Evaluate a run (or, via the hook, a bundle) on ``data``.
 
     Args:
@@ -224,6 +225,8 @@ def evaluate(run: str | Path | None, data: str | Path, split: str = "test", stri
             for a separately simulated test set).
         stride: score every ``stride``-th labelled frame (speed); Setting 2 still uses the full
             label sequence to find score changes.
+        checkpoint: which of the run's checkpoints: "best" (chosen on the validation split)
+            or "last" (the final epoch).
 
     Returns:
         A JSON-able dict: ``setting1`` report, ``table`` (Table I row), ``localisation``.
@@ -231,7 +234,7 @@ def evaluate(run: str | Path | None, data: str | Path, split: str = "test", stri
     t0 = time.perf_counter()
     ds = read_dataset(data, check_masks=False)
     dev = resolve_device(device)
-    model, cfg = load_run(run, device=str(dev)) if run is not None else (None, None)
+    model, cfg = load_run(run, checkpoint, str(dev)) if run is not None else (None, None)
     if split == "test":
         if cfg is None:
             raise ValueError("--split test needs --run (its config holds the patient split)")
@@ -254,7 +257,8 @@ def evaluate(run: str | Path | None, data: str | Path, split: str = "test", stri
     t_pred = time.perf_counter() - t0
     y, pred = p["scores"], p["probs"].argmax(1)
     masks = setting_rows(ds, table, rows)
-    out = {"run": str(run) if run else None, "bundle": str(bundle) if bundle else None,
+    out = {"run": str(run) if run else None,
+           "checkpoint": checkpoint if run else None, "bundle": str(bundle) if bundle else None,
            "data": str(data), "split": split, "stride": stride, "n_frames": int(len(rows)),
            "n_videos": len(vids), "model": cfg.model if cfg else None,
            "setting1": classification_report(y, pred), "table": table_row(y, pred, masks),

@@ -6,6 +6,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from train.frame.recipe import recipe_help
+
     parser.add_argument("--data", required=True, help="dataset folder (pleura layout)")
     parser.add_argument("--out", required=True, help="run folder to create (or --resume)")
     parser.add_argument("--model", default="reg-stn",
@@ -42,12 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "fixed")
     parser.add_argument("--theta-lr-mult", type=float, default=1.0,
                         help="learning-rate multiplier of the θ heads (default 1 = paper)")
+    parser.add_argument("--select", default="val", choices=("val", "last"),
+                        help="model kept as best.pt: best validation micro F1 (val, paper) or "
+                        "the final epoch (last)")
     parser.add_argument("--recipe", default=None, metavar="NAME",
                         help="run a named multi-stage recipe into --out instead of one run "
                         "(only --data, --out, --threads, --seed, --split-seed, --device, "
                         "--cache-dir apply; re-run the same command to resume). Recipes: "
-                        "cpu-stn = cnn-sord -> reg-stn-cpu with frozen Φ_cnn -> joint "
-                        "(train/frame/recipe.py)")
+                        f"{recipe_help()} (train/frame/recipe.py)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
         split_seed=args.split_seed, device=args.device, threads=args.threads,
         cache_dir=args.cache_dir or None, init_from=args.init_from,
         freeze_cnn=args.freeze_cnn, theta_lr_mult=args.theta_lr_mult,
-        init_loc_from=args.init_loc_from, freeze_loc=args.freeze_loc)
+        init_loc_from=args.init_loc_from, freeze_loc=args.freeze_loc, select=args.select)
     out = train(cfg, resume=args.resume)
-    print(f"run folder: {out} (best.pt chosen on the validation split)")
+    chosen = "on the validation split" if cfg.select == "val" else "= the final epoch"
+    print(f"run folder: {out} (best.pt chosen {chosen})")
     return 0
 
 

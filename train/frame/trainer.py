@@ -3,7 +3,8 @@
 Adam (lr 1e-4, weight decay 1e-4), step decay ×0.1 at 70/120 of the epochs, class-balanced
 sampling, the paper's augmentation, patient-level train/val split, **model selection on the
 validation split only**. Every epoch appends to ``metrics.csv`` and writes ``last.pt``; a
-better validation micro F1 writes ``best.pt``. ``resume=True`` continues from ``last.pt`` with
+better validation micro F1 writes ``best.pt`` (``select="last"``: the final epoch does, for
+fixed schedules whose validation split is too small to rank epochs). ``resume=True`` continues from ``last.pt`` with
 the same state: each epoch re-seeds its own RNGs from (seed, epoch), so epoch e draws the same
 samples, augmentations and dropout masks whether or not the run was interrupted before it.
 """
@@ -309,6 +310,7 @@ def train(cfg: TrainConfig, resume: bool = False, table: FrameTable | None = Non
         improved = row["val_micro_f1"] > best
         if improved:
             best = row["val_micro_f1"]
+        if improved if cfg.select == "val" else epoch == cfg.epochs - 1:
             torch.save({"model": model.state_dict(), "epoch": epoch, "val": row}, out / "best.pt")
         torch.save(_checkpoint(model, opt, sched, scaler, epoch, best), out / "last.pt")
         if progress:
