@@ -203,3 +203,22 @@ def test_eval_frame_checkpoint_last_uses_the_final_epoch(tiny_sim, tmp_path):  #
     assert best["checkpoint"] == "best" and last["checkpoint"] == "last"
     assert last["setting1"]["confusion"] != best["setting1"]["confusion"]
     assert all(row[1:] == [0, 0, 0] for row in last["setting1"]["confusion"])
+
+
+def test_select_last_keeps_the_final_epoch_and_val_the_best(tiny_sim, tmp_path):  # noqa: F811
+    """``select="last"`` writes the final epoch to best.pt (fixed schedule); "val" (the paper)
+    keeps the epoch with the best validation micro F1; a wrong value is refused."""
+    for select in ("last", "val"):
+        out = tmp_path / select
+        train(_cfg(tiny_sim, out, model="cnn-sord", epochs=3, select=select), progress=False)
+        kept = torch.load(out / "best.pt", weights_only=True)
+        f1 = [float(line.split(",")[8]) for line in (out / "metrics.csv").read_text()
+              .splitlines()[1:]]
+        if select == "last":
+            assert kept["epoch"] == 2
+            torch.testing.assert_close(kept["model"], torch.load(
+                out / "last.pt", weights_only=True)["model"])
+        else:
+            assert kept["epoch"] == f1.index(max(f1))
+    with pytest.raises(ValueError, match="select"):
+        _cfg(tiny_sim, tmp_path / "x", select="best")
