@@ -115,6 +115,55 @@ def test_export_wrapper_onnx_matches_torch(tmp_path, name):
         np.testing.assert_allclose(a, b.numpy(), atol=1e-4)
 
 
+class _BothCrops(torch.nn.Module):
+    """The model's own forward (Φ_cnn on both crops), for comparison with the export."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, x):
+        out = self.model(x)
+        return out["probs"], out["theta1"], out["theta2"]
+
+
+@pytest.mark.parametrize("name", ["reg-stn", "reg-stn-cpu"])
+def test_export_skips_crop_2s_classifier_with_the_same_outputs(tmp_path, name):
+    """Prediction comes from crop 1: the exported graph runs Φ_cnn once per frame, not twice,
+    and its outputs equal the model's forward."""
+    pytest.importorskip("onnx")
+    from benchmarks.macs import count
+
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    if hasattr(model, "evidence"):
+        with torch.no_grad():
+            model.evidence.mlp[3].weight.normal_(0, 0.5)
+    x = torch.rand(3, 3, 224, 224)
+    pruned, full = FrameExportWrapper(model), _BothCrops(model)
+    with torch.no_grad():
+        for a, b in zip(pruned(x), full(x), strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    gmac = {}
+    for tag, mod in (("pruned", pruned), ("full", full)):
+        path = tmp_path / f"{tag}.onnx"
+        torch.onnx.export(mod, (x[:1],), str(path), opset_version=17, dynamo=False,
+                          input_names=["frames"], output_names=["probs", "theta1", "theta2"])
+        gmac[tag] = count(path)["gmac"]
+    cnn_crop = _cnn_crop_gmac(tmp_path, model)
+    assert gmac["full"] - gmac["pruned"] == pytest.approx(cnn_crop, rel=0.02)
+
+
+def _cnn_crop_gmac(tmp_path, model) -> float:
+    """GMAC of Φ_cnn on one 112x112 crop."""
+    from benchmarks.macs import count
+
+    path = tmp_path / "cnn.onnx"
+    torch.onnx.export(model.cnn.eval(), (torch.rand(1, 3, 112, 112),), str(path),
+                      opset_version=17, dynamo=False)
+    return count(path)["gmac"]
+
+
 def test_bounded_translations_keep_crops_in_the_frame():
     """reg-stn-cpu(-fc): |τ| ≤ 1 − σ whatever the heads output; -fc starts at the paper's
     initial crops."""
