@@ -8,8 +8,8 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", help="run folder from `pleura train frame`")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"),
-                        help="the run's best.pt (chosen on the validation split) or last.pt "
-                        "(final epoch)")
+                        help="the run's best.pt (its chosen model: best validation F1, or "
+                        "the final epoch of a --select last run) or last.pt (final epoch)")
     parser.add_argument("--bundle", default=None,
                         help="evaluate an exported bundle instead of --run (needs engines)")
     parser.add_argument("--data", required=True, help="dataset folder (pleura layout)")

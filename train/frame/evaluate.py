@@ -225,8 +225,8 @@ def evaluate(run: str | Path | None, data: str | Path, split: str = "test", stri
             for a separately simulated test set).
         stride: score every ``stride``-th labelled frame (speed); Setting 2 still uses the full
             label sequence to find score changes.
-        checkpoint: which of the run's checkpoints: "best" (chosen on the validation split)
-            or "last" (the final epoch).
+        checkpoint: which of the run's checkpoints: "best" (its chosen model: best
+            validation F1, or the final epoch of a ``select="last"`` run) or "last".
 
     Returns:
         A JSON-able dict: ``setting1`` report, ``table`` (Table I row), ``localisation``.

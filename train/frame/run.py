@@ -30,7 +30,9 @@ def load_run(path: str | Path, which: str = "best", device: str = "cpu",
 
     Args:
         path: the run folder (``pleura train frame --out``).
-        which: "best" (chosen on the validation split) or "last".
+        which: "best" (the run's chosen model: best validation F1, or the final epoch with
+            ``select="last"``), "last" (the final epoch written), or any other checkpoint
+            stem in the folder.
         device: where to put the model.
 
     Raises:

@@ -4,9 +4,10 @@ Adam (lr 1e-4, weight decay 1e-4), step decay ×0.1 at 70/120 of the epochs, cla
 sampling, the paper's augmentation, patient-level train/val split, **model selection on the
 validation split only**. Every epoch appends to ``metrics.csv`` and writes ``last.pt``; a
 better validation micro F1 writes ``best.pt`` (``select="last"``: the final epoch does, for
-fixed schedules whose validation split is too small to rank epochs). ``resume=True`` continues from ``last.pt`` with
-the same state: each epoch re-seeds its own RNGs from (seed, epoch), so epoch e draws the same
-samples, augmentations and dropout masks whether or not the run was interrupted before it.
+fixed schedules whose validation split is too small to rank epochs). ``resume=True``
+continues from ``last.pt`` with the same state: each epoch re-seeds its own RNGs from (seed,
+epoch), so epoch e draws the same samples, augmentations and dropout masks whether or not the
+run was interrupted before it.
 """
 
 from __future__ import annotations
@@ -310,7 +311,8 @@ def train(cfg: TrainConfig, resume: bool = False, table: FrameTable | None = Non
         improved = row["val_micro_f1"] > best
         if improved:
             best = row["val_micro_f1"]
-        if improved if cfg.select == "val" else epoch == cfg.epochs - 1:
+        keep = improved if cfg.select == "val" else epoch == cfg.epochs - 1
+        if keep:
             torch.save({"model": model.state_dict(), "epoch": epoch, "val": row}, out / "best.pt")
         torch.save(_checkpoint(model, opt, sched, scaler, epoch, best), out / "last.pt")
         if progress:
