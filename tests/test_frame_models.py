@@ -116,22 +116,15 @@ def test_export_wrapper_onnx_matches_torch(tmp_path, name):
 
 
 class _BothCrops(torch.nn.Module):
-    """Φ_cnn on both crops in one batch, as the model computes them in training (eval-mode
-    weights), for comparison with the eval-mode forward and its export."""
+    """The model's own forward (Φ_cnn on both crops), for comparison with the export."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model.eval()
 
     def forward(self, x):
-        from train.frame.models.sampling import affine_crop
-        from train.frame.models.stn import CROP
-
-        m = self.model
-        t1, t2, _ = m.thetas(x)
-        crops = torch.cat([affine_crop(x, t, m.base, (CROP, CROP)) for t in (t1, t2)])
-        logits = m.cnn(crops).float().chunk(2)[0]
-        return logits.softmax(1), t1, t2
+        out = self.model(x)
+        return out["probs"], out["theta1"], out["theta2"]
 
 
 @pytest.mark.parametrize("name", ["reg-stn", "reg-stn-cpu"])

@@ -5,8 +5,7 @@ Forward contract, for every model::
     forward(x: (B, 3, 224, 224) float in [0, 1]) -> {
         "logits": (B, 4), "probs": (B, 4) softmax of logits (crop 1),
         "theta1": (B, 2, 3), "theta2": (B, 2, 3)   # identity/fixed where there is no STN
-        "logits2": (B, 4) logits of crop 2 (training only), or None where there is no
-                   second crop or the model is in eval mode (nothing but the loss reads it),
+        "logits2": (B, 4) logits of crop 2, or None where there is no second crop,
         "sigma": (B, 2) scales of the two crops,
     }
 """

@@ -207,20 +207,12 @@ class RegSTN(nn.Module):
         return out[0], out[1], sigma
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        """(B, 3, 224, 224) in [0, 1] -> the model output dict (see train.frame.models.registry).
-
-        The prediction comes from crop 1; crop 2's logits only feed the training loss's
-        consistency term, so in eval mode Φ_cnn runs on crop 1 alone (``logits2`` None): half
-        its work at inference, and the exported graph has no crop-2 classifier.
-        """
+        """(B, 3, 224, 224) in [0, 1] -> the model output dict (see train.frame.models.registry)."""
         t1, t2, sigma = self.thetas(x)
-        if not self.training:
-            logits = self.cnn(affine_crop(x, t1, self.base, (CROP, CROP))).float()
-            return {"logits": logits, "probs": logits.softmax(1), "theta1": t1, "theta2": t2,
-                    "logits2": None, "sigma": sigma}
         crops = torch.cat([affine_crop(x, t1, self.base, (CROP, CROP)),
                            affine_crop(x, t2, self.base, (CROP, CROP))])  # (2B, 3, 112, 112)
-        logits, logits2 = self.cnn(crops).float().chunk(2)
+        logits_all = self.cnn(crops).float()
+        logits, logits2 = logits_all.chunk(2)
         return {"logits": logits, "probs": logits.softmax(1), "theta1": t1, "theta2": t2,
                 "logits2": logits2, "sigma": sigma}
 
