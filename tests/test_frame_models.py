@@ -207,3 +207,23 @@ def test_rotation_parametrisation_is_rotation_and_isotropic_scale():
         torch.testing.assert_close(a[:, 0, 1], -a[:, 1, 0])  # ∓σ sin α off it
         torch.testing.assert_close(torch.linalg.det(a).sqrt(), s)
         assert (torch.atan2(a[:, 1, 0], a[:, 0, 0]).abs() <= math.pi / 6 + 1e-6).all()
+
+
+@pytest.mark.parametrize("name", ["reg-stn", "reg-stn-cpu", "reg-stn-cpu-wide"])
+def test_scales_start_at_the_priors_targets_and_the_trainer_uses_them(name):
+    from train.frame.config import TrainConfig
+    from train.frame.trainer import _sord_kwargs
+    from train.losses import total_loss
+
+    spec = get_spec(name)
+    assert spec.scale_targets == ((0.7, 0.9) if name.endswith("-wide") else (0.5, 0.75))
+    torch.manual_seed(0)
+    out = build_model(name).eval()(torch.rand(2, 3, 224, 224))
+    torch.testing.assert_close(out["sigma"], torch.tensor([spec.scale_targets] * 2))
+    kw = _sord_kwargs(TrainConfig(data="d", out="o", model=name))
+    assert kw["prior_targets"] == spec.scale_targets
+    _, parts = total_loss(out, torch.tensor([0, 2]), **kw)
+    assert parts["prior"] == pytest.approx(0.0, abs=1e-5)  # at its own targets, not the paper's
+    if name.endswith("-wide"):
+        _, paper = total_loss(out, torch.tensor([0, 2]), "sord", True, True)
+        assert paper["prior"] == pytest.approx(0.2 + 0.15, abs=1e-5)

@@ -73,3 +73,9 @@ def test_total_loss_sums_the_active_terms():
     assert set(parts) == {"cls"}
     with pytest.raises(ValueError, match="sord"):
         total_loss(out, y, "hinge")
+
+
+def test_scale_prior_targets_are_a_parameter():
+    sig = torch.tensor([[0.7, 0.9]])
+    assert float(scale_prior(sig, (0.7, 0.9))) == pytest.approx(0.0, abs=1e-6)
+    assert float(scale_prior(sig)) == pytest.approx(0.35)

@@ -73,6 +73,7 @@ def scale_prior(sigma: torch.Tensor, targets: tuple[float, float] = (0.5, 0.75))
 
     Args:
         sigma: (B, 2) scales of crop 1 and crop 2.
+        targets: (σ₁, σ₂) targets; the paper's (0.5, 0.75) unless a model says otherwise.
     """
     t = torch.tensor(targets, dtype=torch.float32, device=sigma.device)
     return (sigma.float() - t).abs().sum(1).mean()
@@ -80,7 +81,8 @@ def scale_prior(sigma: torch.Tensor, targets: tuple[float, float] = (0.5, 0.75))
 
 def total_loss(out: dict[str, torch.Tensor | None], scores: torch.Tensor, loss: str = "sord",
                consistency: bool = True, prior: bool = True, multiplier: float = 2.0,
-               zero_gap: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+               zero_gap: bool = False, prior_targets: tuple[float, float] = (0.5, 0.75),
+               ) -> tuple[torch.Tensor, dict[str, float]]:
     """L = L_SORD (or CE) + [L_MSE] + [L_P] for one model output dict.
 
     Args:
@@ -89,6 +91,7 @@ def total_loss(out: dict[str, torch.Tensor | None], scores: torch.Tensor, loss: 
         loss: "sord" or "ce".
         consistency: add L_MSE (needs ``logits2``).
         prior: add L_P (needs ``sigma``).
+        prior_targets: the scale prior's (σ₁, σ₂) targets; the paper's (0.5, 0.75).
 
     Returns:
         (scalar loss, {"cls", "mse", "prior"} float parts for logging).
@@ -105,7 +108,7 @@ def total_loss(out: dict[str, torch.Tensor | None], scores: torch.Tensor, loss: 
         total = total + mse
         parts["mse"] = float(mse.detach())
     if prior and out.get("sigma") is not None:
-        p = scale_prior(out["sigma"])
+        p = scale_prior(out["sigma"], prior_targets)
         total = total + p
         parts["prior"] = float(p.detach())
     return total, parts

@@ -76,7 +76,8 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device,
 def _sord_kwargs(cfg: TrainConfig) -> dict:
     spec = get_spec(cfg.model)
     return {"loss": spec.loss, "consistency": spec.consistency, "prior": spec.scale_prior,
-            "multiplier": cfg.sord_multiplier, "zero_gap": cfg.zero_gap}
+            "multiplier": cfg.sord_multiplier, "zero_gap": cfg.zero_gap,
+            "prior_targets": spec.scale_targets}
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer,
