@@ -227,3 +227,9 @@ def test_scales_start_at_the_priors_targets_and_the_trainer_uses_them(name):
     if name.endswith("-wide"):
         _, paper = total_loss(out, torch.tensor([0, 2]), "sord", True, True)
         assert paper["prior"] == pytest.approx(0.2 + 0.15, abs=1e-5)
+
+
+def test_cli_help_lists_every_registered_model():
+    from train.frame.train_cli import MODEL_NAMES
+
+    assert sorted(MODEL_NAMES) == sorted(MODELS)

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+# train.frame.models.MODELS without importing torch (the CLI's parser is built in the runtime
+# install too); tests/test_frame_models.py checks the two lists agree.
+MODEL_NAMES = ("reg-stn", "reg-stn-cpu", "reg-stn-cpu-wide", "reg-stn-cpu-shear", "reg-stn-cpu-fc",
+               "reg-stn-cpu-free", "reg-stn-cpu-fixed-scale", "reg-stn-fixed-scale", "cnn-ce",
+               "cnn-sord", "cnn-sord-224", "resnet18-sord", "cnn-stn-sord", "cnn-randcrop-sord")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from train.frame.recipe import recipe_help
@@ -11,8 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset folder (pleura layout)")
     parser.add_argument("--out", required=True, help="run folder to create (or --resume)")
     parser.add_argument("--model", default="reg-stn",
-                        help="registry name: reg-stn, reg-stn-fixed-scale, cnn-ce, cnn-sord, "
-                        "resnet18-sord, cnn-stn-sord, cnn-randcrop-sord (default reg-stn)")
+                        help=f"registry name (default reg-stn): {', '.join(MODEL_NAMES)}")
     parser.add_argument("--epochs", type=int, default=120, help="epochs (paper: 120)")
     parser.add_argument("--batch", type=int, default=64, help="batch size (paper: 64)")
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (1e-4)")
