@@ -66,7 +66,11 @@ def consistency_loss(logits1: torch.Tensor, logits2: torch.Tensor) -> torch.Tens
     return F.mse_loss(logits1.float(), logits2.float())
 
 
-def scale_prior(sigma: torch.Tensor, targets: tuple[float, float] = (0.5, 0.75)) -> torch.Tensor:
+# The scale prior's (σ₁, σ₂) targets in Roy et al. (eq. 5); a model spec may set its own.
+PAPER_SCALES: tuple[float, float] = (0.5, 0.75)
+
+
+def scale_prior(sigma: torch.Tensor, targets: tuple[float, float] = PAPER_SCALES) -> torch.Tensor:
     """L_P = |σ₁ − 0.5| + |σ₂ − 0.75|, averaged over the batch (Roy et al. eq. 5).
 
     Without it the two crops collapse onto one.
@@ -81,7 +85,7 @@ def scale_prior(sigma: torch.Tensor, targets: tuple[float, float] = (0.5, 0.75))
 
 def total_loss(out: dict[str, torch.Tensor | None], scores: torch.Tensor, loss: str = "sord",
                consistency: bool = True, prior: bool = True, multiplier: float = 2.0,
-               zero_gap: bool = False, prior_targets: tuple[float, float] = (0.5, 0.75),
+               zero_gap: bool = False, prior_targets: tuple[float, float] = PAPER_SCALES,
                ) -> tuple[torch.Tensor, dict[str, float]]:
     """L = L_SORD (or CE) + [L_MSE] + [L_P] for one model output dict.
 

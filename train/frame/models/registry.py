@@ -19,6 +19,7 @@ from torch import nn
 
 from train.frame.models.baselines import RandomCropCNN, ResNet18, WholeFrameCNN
 from train.frame.models.stn import FreeSTN, RegSTN
+from train.losses import PAPER_SCALES
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class ModelSpec:
     consistency: bool
     scale_prior: bool
     help: str
-    scale_targets: tuple[float, float] = (0.5, 0.75)
+    scale_targets: tuple[float, float] = PAPER_SCALES
 
 
 WIDE = (0.7, 0.9)  # reg-stn-cpu-wide: crop 1 sees about half the frame's area, not a quarter

@@ -16,6 +16,7 @@ from torch import nn
 
 from train.frame.models.cnn import CHANNELS, FrameCNN, Trunk
 from train.frame.models.sampling import affine_crop, base_grid, theta_from_params
+from train.losses import PAPER_SCALES
 
 CROP = 112
 INPUT = 224
@@ -133,7 +134,7 @@ class RegSTN(nn.Module):
     """
 
     def __init__(self, n_classes: int = 4, fixed_scale: bool = False,
-                 scale_init: tuple[float, float] = (0.5, 0.75),
+                 scale_init: tuple[float, float] = PAPER_SCALES,
                  trans_init: tuple[float, float, float, float] = (0.3, 0.3, 0.2, 0.2),
                  loc_size: int = INPUT, bounded: bool = False, evidence: bool = False,
                  rotation: bool = False) -> None:
