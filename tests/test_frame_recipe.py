@@ -12,7 +12,13 @@ from train.data.layout import read_dataset
 from train.frame import recipe as recipe_mod
 from train.frame.config import TrainConfig
 from train.frame.data import build_table
-from train.frame.evaluate import crop_spread, evaluate, localisation, with_translation
+from train.frame.evaluate import (
+    crop_spread,
+    evaluate,
+    holds_score,
+    localisation,
+    with_translation,
+)
 from train.frame.models import build_model
 from train.frame.recipe import Stage, run_recipe, stage_configs
 from train.frame.run import load_run
@@ -175,6 +181,34 @@ def test_localisation_scores_moving_crops_above_frozen_ones(tiny_sim):  # noqa: 
     assert res["stn_crop1_init"]["pointing"] < res["stn_crop1"]["pointing"]
     assert res["stn_crop1_mean"]["n_frames"] == len(rows)
     assert res["trans_init"][:2] == [-0.9, -0.9]
+    # the whole frame holds every frame's score-setting finding; a corner box mostly does not
+    eye = np.tile(np.array([[1.0, 0, 0], [0, 1.0, 0]]), (len(rows), 1, 1))
+    whole = localisation(None, ds, table, rows, eye, eye, max_frames=len(rows),
+                         trans_init=(-0.9, -0.9, 0.0, 0.0))
+    n_sick = int((table.scores[rows] > 0).sum())
+    assert whole["stn_crop1"]["n_with_score"] == n_sick > 0
+    assert whole["stn_crop1"]["holds_score"] >= 0.95
+    assert res["stn_crop1_init"]["holds_score"] < whole["stn_crop1"]["holds_score"]
+
+
+def test_holds_score_asks_for_the_finding_that_sets_the_score():
+    """A box over the score-2 marker holds a score-2 frame; a box over its score-1 markers
+    only does not, although the pointing game would count both; score-0 frames are not
+    counted."""
+    label = np.zeros((224, 224), np.uint8)
+    label[60:90, 20:60] = 3          # score 2 marker, left
+    label[60:200, 140:200] = 2       # score 1 markers, right
+    sector = np.ones((224, 224), bool)
+
+    def box(x0, y0, x1, y1):
+        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+
+    assert holds_score(box(0, 40, 112, 150), label, 1.0, sector, 2) == 1.0
+    assert holds_score(box(112, 40, 224, 224), label, 1.0, sector, 2) == 0.0
+    assert holds_score(box(112, 40, 224, 224), label, 1.0, sector, 1) == 1.0
+    assert np.isnan(holds_score(box(0, 0, 224, 224), label, 1.0, sector, 0))
+    # a sliver of the marker below the frame-score rule's size does not count
+    assert holds_score(box(0, 60, 22, 62), label, 1.0, sector, 2) == 0.0
 
 
 def test_eval_frame_bundle_reports_the_crop_figures(tiny_sim):  # noqa: F811

@@ -21,10 +21,18 @@ from torch.utils.data import DataLoader
 from engines.preprocess import FRAME_SPEC, letterbox, to_grey
 from train.data.layout import LusDataset, read_dataset, split_by_patient
 from train.frame.data import FrameDataset, FrameTable, build_table
-from train.frame.localisation import GradCAM, box_scores, heat_box, theta_box, video_sector
+from train.frame.localisation import (
+    GradCAM,
+    box_scores,
+    heat_box,
+    polygon_mask,
+    theta_box,
+    video_sector,
+)
 from train.frame.run import load_run, resolve_device
 from train.frame.trainer import predict
 from train.metrics import classification_report, near_change_mask, setting3_videos
+from train.synth.annotators import MIN_MARKER_PIXELS, frame_score
 
 log = logging.getLogger(__name__)
 KS = (1, 3, 5, 7)
@@ -91,8 +99,9 @@ def table_row(y: np.ndarray, pred: np.ndarray, masks: dict[str, np.ndarray]) -> 
     return res
 
 
-def _target_mask(ds: LusDataset, vid: str, frame: int) -> np.ndarray | None:
-    """GT pathological region (labels ≥ 2, i.e. scores ≥ 1) letterboxed to 224, or None."""
+def _boxed_label(ds: LusDataset, vid: str, frame: int) -> tuple[np.ndarray, float] | None:
+    """GT label map letterboxed to 224 (0 = background, s + 1 = score s; 255 "ignore" → 0)
+    and the letterbox scale, or None when the frame has no mask."""
     if not ds.has_mask(vid, frame):
         return None
     lab = ds.read_mask(vid, frame)
@@ -101,7 +110,32 @@ def _target_mask(ds: LusDataset, vid: str, frame: int) -> np.ndarray | None:
     m = np.float32([[lb.scale, 0, lb.pad_x], [0, lb.scale, lb.pad_y]])
     boxed = cv2.warpAffine(lab, m, (FRAME_SPEC.width, FRAME_SPEC.height),
                            flags=cv2.INTER_NEAREST, borderValue=0)
-    return (boxed >= 2) & (boxed != 255)
+    boxed[boxed == 255] = 0
+    return boxed, float(lb.scale)
+
+
+def _target_mask(ds: LusDataset, vid: str, frame: int) -> np.ndarray | None:
+    """GT pathological region (labels ≥ 2, i.e. scores ≥ 1) letterboxed to 224, or None."""
+    got = _boxed_label(ds, vid, frame)
+    return None if got is None else got[0] >= 2
+
+
+def holds_score(corners: np.ndarray, label: np.ndarray, scale: float, sector: np.ndarray,
+                score: int) -> float:
+    """1.0 when the markers inside a box alone give the frame its score ``score`` (≥ 1) by the
+    simulator's frame-score rule (:func:`train.synth.annotators.frame_score`, its pixel
+    thresholds carried to the letterboxed frame), 0.0 when they give a lower one; NaN for
+    score-0 frames (nothing to hold).
+
+    The pointing game counts a box that touches any finding; this asks whether the box holds
+    the finding that *sets* the frame's score, which is what a prediction from crop 1 needs.
+    """
+    if score <= 0:
+        return float("nan")
+    inside = np.where(polygon_mask(corners, label.shape), label, 0).astype(np.uint8)
+    got = frame_score(inside, int(sector.sum()),
+                      min_pixels=max(1, round(MIN_MARKER_PIXELS * scale ** 2)))
+    return float(got >= score)
 
 
 PAPER_TRANS_INIT = (0.3, 0.3, 0.2, 0.2)
@@ -147,6 +181,8 @@ def localisation(model, ds: LusDataset, table: FrameTable, rows: np.ndarray,
     ``stn_crop1_init`` scores crop 1 with its translation frozen at ``trans_init[:2]`` (same
     σ and off-diagonal terms): what the learnt translations add; ``stn_crop1_mean`` with its
     translation fixed at its mean over the frames: what moving with the content adds.
+    ``holds_score`` (frames with a score ≥ 1): the share of boxes whose markers alone give the
+    frame its score (:func:`holds_score`) — the finding that sets the score, not just any one.
 
     Grad-CAM runs ``model.cnn`` (Φ_cnn) on the full 224x224 frame (fully convolutional + GAP;
     at σ = 0.5 a 112 crop has the same pixel scale), target layer = last conv block; it is
@@ -158,10 +194,8 @@ def localisation(model, ds: LusDataset, table: FrameTable, rows: np.ndarray,
     pick = np.unique(np.linspace(0, len(rows) - 1, min(max_frames, len(rows))).astype(int))
     theta1_init = with_translation(theta1, tuple(trans_init[:2]))
     theta1_mean = with_translation(theta1, (res["tx1_mean"], res["ty1_mean"]))
-    stn = {"inside_frac": [], "hit": [], "precision": []}
-    init = {"inside_frac": [], "hit": [], "precision": []}
-    mean = {"inside_frac": [], "hit": [], "precision": []}
-    cam = {"inside_frac": [], "hit": [], "precision": []}
+    keys = ("inside_frac", "hit", "precision", "holds_score")
+    stn, init, mean, cam = ({k: [] for k in keys} for _ in range(4))
     sectors = {v: video_sector(table.images[table.video_ids == v])
                for v in np.unique(table.video_ids[rows[pick]])}
     cnn = getattr(model, "cnn", None)
@@ -176,16 +210,17 @@ def localisation(model, ds: LusDataset, table: FrameTable, rows: np.ndarray,
         for j, i in enumerate(idx):
             r = rows[i]
             sector = sectors[table.video_ids[r]]
-            target = _target_mask(ds, str(table.video_ids[r]), int(table.frames[r]))
-            for k, v in box_scores(theta_box(theta1[i], hw), sector, target).items():
-                stn[k].append(v)
-            for k, v in box_scores(theta_box(theta1_init[i], hw), sector, target).items():
-                init[k].append(v)
-            for k, v in box_scores(theta_box(theta1_mean[i], hw), sector, target).items():
-                mean[k].append(v)
+            got = _boxed_label(ds, str(table.video_ids[r]), int(table.frames[r]))
+            target = None if got is None else got[0] >= 2
+            boxes = [(stn, theta_box(theta1[i], hw)), (init, theta_box(theta1_init[i], hw)),
+                     (mean, theta_box(theta1_mean[i], hw))]
             if heats is not None:
-                for k, v in box_scores(heat_box(heats[j] * sector), sector, target).items():
-                    cam[k].append(v)
+                boxes.append((cam, heat_box(heats[j] * sector)))
+            for d, corners in boxes:
+                for k, v in box_scores(corners, sector, target).items():
+                    d[k].append(v)
+                d["holds_score"].append(float("nan") if got is None else holds_score(
+                    corners, got[0], got[1], sector, int(table.scores[r])))
     if gc is not None:
         gc.close()
 
@@ -193,7 +228,10 @@ def localisation(model, ds: LusDataset, table: FrameTable, rows: np.ndarray,
         inside = np.asarray(d["inside_frac"])
         hit = np.asarray(d["hit"])
         prec = np.asarray(d["precision"])
-        return {"inside_sector": float(np.mean(inside >= 0.9)) if inside.size else None,
+        held = np.asarray(d["holds_score"])
+        return {"holds_score": float(np.nanmean(held)) if np.isfinite(held).any() else None,
+                "n_with_score": int(np.isfinite(held).sum()),
+                "inside_sector": float(np.mean(inside >= 0.9)) if inside.size else None,
                 "inside_frac_mean": float(inside.mean()) if inside.size else None,
                 "pointing": float(np.nanmean(hit)) if np.isfinite(hit).any() else None,
                 "precision": float(np.nanmean(prec)) if np.isfinite(prec).any() else None,

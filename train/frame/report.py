@@ -72,8 +72,11 @@ def format_summary(res: dict) -> str:
         for name in ("stn_crop1", "stn_crop1_init", "stn_crop1_mean", "gradcam"):
             d = loc.get(name)
             if d:
+                held = (f", holds the score-setting finding {_pct(d['holds_score'])} % of "
+                        f"{d['n_with_score']} frames with a score ≥ 1"
+                        if d.get("holds_score") is not None else "")
                 lines.append(f"{name}: inside sector {_pct(d['inside_sector'])} %, pointing "
                              f"{_pct(d['pointing'])} %, box precision {_pct(d['precision'])} % "
-                             f"({d['n_with_target']} frames with a GT lesion)")
+                             f"({d['n_with_target']} frames with a GT lesion){held}")
     lines.append(f"time {res['seconds']:.1f} s")
     return "\n".join(lines)

@@ -12,10 +12,12 @@ import cv2
 import numpy as np
 
 N_ANNOTATORS = 5
+MIN_MARKER_PIXELS = 40
+"""A marker smaller than this (frame pixels) does not count towards a frame's score."""
 
 
 def frame_score(label_map: np.ndarray, sector_area: int, min_frac: float = 0.006,
-                min_pixels: int = 40) -> int:
+                min_pixels: int = MIN_MARKER_PIXELS) -> int:
     """Score of a frame from its mask: the highest score whose markers cover enough pixels.
 
     Args:
