@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "fixed")
     parser.add_argument("--theta-lr-mult", type=float, default=1.0,
                         help="learning-rate multiplier of the θ heads (default 1 = paper)")
+    parser.add_argument("--zero-gap", action="store_true",
+                        help="SORD with score 0 placed at -0.5, farther from the others (the "
+                        "paper's video-stage option; default off = the paper's frame stage)")
     parser.add_argument("--select", default="val", choices=("val", "last"),
                         help="model kept as best.pt: best validation micro F1 (val, paper) or "
                         "the final epoch (last)")
@@ -75,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         split_seed=args.split_seed, device=args.device, threads=args.threads,
         cache_dir=args.cache_dir or None, init_from=args.init_from,
         freeze_cnn=args.freeze_cnn, theta_lr_mult=args.theta_lr_mult,
-        init_loc_from=args.init_loc_from, freeze_loc=args.freeze_loc, select=args.select)
+        init_loc_from=args.init_loc_from, freeze_loc=args.freeze_loc, select=args.select,
+        zero_gap=args.zero_gap)
     out = train(cfg, resume=args.resume)
     chosen = "on the validation split" if cfg.select == "val" else "= the final epoch"
     print(f"run folder: {out} (best.pt chosen {chosen})")
