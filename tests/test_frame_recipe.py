@@ -1,5 +1,6 @@
 """The CPU Reg-STN recipe: frozen classifier, θ-head learning rate, staged runs, crop figures."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -116,6 +117,14 @@ def test_stage_chain_links_warm_starts_and_ends_in_out():
     assert all(c.threads == 2 for _, c in chain)
     with pytest.raises(KeyError, match="cpu-stn"):
         stage_configs("nope", "d", "o")
+
+
+def test_recipe_v3_is_v2_with_score_0_set_apart_in_the_final_stage():
+    v2 = stage_configs("cpu-stn", "data/d", "runs/x", seed=1)
+    v3 = stage_configs("cpu-stn-v3", "data/d", "runs/x", seed=1)
+    assert [c for _, c in v3[:2]] == [c for _, c in v2[:2]]  # same whole-frame stages
+    assert not v2[2][1].zero_gap and v3[2][1].zero_gap
+    assert dataclasses.replace(v3[2][1], zero_gap=False) == v2[2][1]
 
 
 def test_tiny_recipe_trains_every_stage_and_resumes(tiny_sim, tmp_path, monkeypatch):  # noqa: F811

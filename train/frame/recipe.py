@@ -21,6 +21,10 @@ come from:
    budget: letting the gradient through the sampler move the map (or the paper's linear head)
    pulls both crops to one fixed place for every frame (docs/results/frame.md).
 
+``cpu-stn-v3`` is the same chain whose final stage places score 0 at −0.5 in the SORD targets
+(``zero_gap``; the paper uses it for the video stage), measured against ``cpu-stn`` in
+docs/results/frame.md.
+
 Each stage is an ordinary frame run folder (``config.json``, ``metrics.csv``, ``best.pt``);
 the last stage is written to ``out`` itself, so ``pleura eval frame --run OUT`` and ``pleura
 export OUT`` work unchanged. Re-running the same command resumes: finished stages are skipped,
@@ -72,6 +76,11 @@ RECIPES: dict[str, tuple[Stage, ...]] = {
                    "init_loc_from": "@cnn112", "freeze_loc": True}),
     ),
 }
+# v3 = v2 with the final stage's SORD targets placing score 0 at -0.5 (the paper's option for
+# the video stage, PAPER.md section 1): on 96 simulated patients it moved sick frames called 0
+# to their scores (docs/results/frame.md, "Score 0 farther away").
+RECIPES["cpu-stn-v3"] = RECIPES["cpu-stn"][:2] + (
+    Stage("", {**RECIPES["cpu-stn"][2].overrides, "zero_gap": True}),)
 
 
 def stage_configs(recipe: str, data: str, out: str, **common) -> list[tuple[str, TrainConfig]]:
