@@ -77,8 +77,8 @@ RECIPES: dict[str, tuple[Stage, ...]] = {
     ),
 }
 # v3 = v2 with the final stage's SORD targets placing score 0 at -0.5 (the paper's option for
-# the video stage, PAPER.md section 1): on 96 simulated patients it moved sick frames called 0
-# to their scores (docs/results/frame.md, "Score 0 farther away").
+# the video stage, PAPER.md section 1): on 96 simulated patients +1.2 and +4.3 points mean
+# micro F1 over v2, none on 24 (docs/results/frame.md, "... score 0 set apart").
 RECIPES["cpu-stn-v3"] = RECIPES["cpu-stn"][:2] + (
     Stage("", {**RECIPES["cpu-stn"][2].overrides, "zero_gap": True}),)
 
