@@ -16,10 +16,10 @@ from train.frame.data import build_table
 from train.frame.evaluate import (
     crop_spread,
     evaluate,
-    holds_score,
     localisation,
     with_translation,
 )
+from train.frame.localisation import holds_score, polygon_mask
 from train.frame.models import build_model
 from train.frame.recipe import Stage, run_recipe, stage_configs
 from train.frame.run import load_run
@@ -210,7 +210,8 @@ def test_holds_score_asks_for_the_finding_that_sets_the_score():
     sector = np.ones((224, 224), bool)
 
     def box(x0, y0, x1, y1):
-        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+        return polygon_mask(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64),
+                            label.shape)
 
     assert holds_score(box(0, 40, 112, 150), label, 1.0, sector, 2) == 1.0
     assert holds_score(box(112, 40, 224, 224), label, 1.0, sector, 2) == 0.0

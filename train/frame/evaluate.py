@@ -25,14 +25,12 @@ from train.frame.localisation import (
     GradCAM,
     box_scores,
     heat_box,
-    polygon_mask,
     theta_box,
     video_sector,
 )
 from train.frame.run import load_run, resolve_device
 from train.frame.trainer import predict
 from train.metrics import classification_report, near_change_mask, setting3_videos
-from train.synth.annotators import MIN_MARKER_PIXELS, frame_score
 
 log = logging.getLogger(__name__)
 KS = (1, 3, 5, 7)
@@ -120,24 +118,6 @@ def _target_mask(ds: LusDataset, vid: str, frame: int) -> np.ndarray | None:
     return None if got is None else got[0] >= 2
 
 
-def holds_score(corners: np.ndarray, label: np.ndarray, scale: float, sector: np.ndarray,
-                score: int) -> float:
-    """1.0 when the markers inside a box alone give the frame its score ``score`` (≥ 1) by the
-    simulator's frame-score rule (:func:`train.synth.annotators.frame_score`, its pixel
-    thresholds carried to the letterboxed frame), 0.0 when they give a lower one; NaN for
-    score-0 frames (nothing to hold).
-
-    The pointing game counts a box that touches any finding; this asks whether the box holds
-    the finding that *sets* the frame's score, which is what a prediction from crop 1 needs.
-    """
-    if score <= 0:
-        return float("nan")
-    inside = np.where(polygon_mask(corners, label.shape), label, 0).astype(np.uint8)
-    got = frame_score(inside, int(sector.sum()),
-                      min_pixels=max(1, round(MIN_MARKER_PIXELS * scale ** 2)))
-    return float(got >= score)
-
-
 PAPER_TRANS_INIT = (0.3, 0.3, 0.2, 0.2)
 """The paper's initial translations (τ_α¹, τ_β¹, τ_α², τ_β²) of Reg-STN's θ heads."""
 
@@ -182,7 +162,8 @@ def localisation(model, ds: LusDataset, table: FrameTable, rows: np.ndarray,
     σ and off-diagonal terms): what the learnt translations add; ``stn_crop1_mean`` with its
     translation fixed at its mean over the frames: what moving with the content adds.
     ``holds_score`` (frames with a score ≥ 1): the share of boxes whose markers alone give the
-    frame its score (:func:`holds_score`) — the finding that sets the score, not just any one.
+    frame its score (:func:`train.frame.localisation.holds_score`) — the finding that sets the
+    score, not just any one.
 
     Grad-CAM runs ``model.cnn`` (Φ_cnn) on the full 224x224 frame (fully convolutional + GAP;
     at σ = 0.5 a 112 crop has the same pixel scale), target layer = last conv block; it is
@@ -216,11 +197,11 @@ def localisation(model, ds: LusDataset, table: FrameTable, rows: np.ndarray,
                      (mean, theta_box(theta1_mean[i], hw))]
             if heats is not None:
                 boxes.append((cam, heat_box(heats[j] * sector)))
+            label, scale = got if got is not None else (None, 1.0)
             for d, corners in boxes:
-                for k, v in box_scores(corners, sector, target).items():
+                for k, v in box_scores(corners, sector, target, label, scale,
+                                       int(table.scores[r])).items():
                     d[k].append(v)
-                d["holds_score"].append(float("nan") if got is None else holds_score(
-                    corners, got[0], got[1], sector, int(table.scores[r])))
     if gc is not None:
         gc.close()
 

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from train.synth.annotators import MIN_MARKER_PIXELS, frame_score
+
 _CORNERS = np.array([[-1, -1, 1], [1, -1, 1], [1, 1, 1], [-1, 1, 1]], dtype=np.float64)
 
 
@@ -80,22 +82,49 @@ def heat_box(heat: np.ndarray, rel_threshold: float = 0.5) -> np.ndarray:
     return np.array([[x, y], [x + bw, y], [x + bw, y + bh], [x, y + bh]], np.float64)
 
 
+def holds_score(box: np.ndarray, label: np.ndarray, scale: float, sector: np.ndarray,
+                score: int) -> float:
+    """1.0 when the markers inside ``box`` (an (H, W) bool mask) alone give the frame its score
+    ``score`` (≥ 1) by the simulator's frame-score rule
+    (:func:`train.synth.annotators.frame_score`, its pixel thresholds carried to the
+    letterboxed frame by ``scale``), 0.0 when they give a lower one; NaN for score-0 frames
+    (nothing to hold).
+
+    The pointing game counts a box that touches any finding; this asks whether the box holds
+    the finding that *sets* the frame's score, which is what a prediction from crop 1 needs.
+    """
+    if score <= 0:
+        return float("nan")
+    inside = np.where(box, label, 0).astype(np.uint8)
+    got = frame_score(inside, int(sector.sum()),
+                      min_pixels=max(1, round(MIN_MARKER_PIXELS * scale ** 2)))
+    return float(got >= score)
+
+
 def box_scores(corners: np.ndarray, sector: np.ndarray, target: np.ndarray | None,
+               label: np.ndarray | None = None, scale: float = 1.0, score: int = 0,
                ) -> dict[str, float]:
     """How a box sits on the frame.
 
+    Args:
+        label: the frame's letterboxed label map (0 = background, s + 1 = score s) and
+            ``scale`` its letterbox scale, for ``holds_score``; ``score`` the frame's score.
+
     Returns:
         inside_frac: |box ∩ sector| / |box|; hit: box overlaps ``target`` (pointing game,
-        1/0, NaN when there is no target); precision: |box ∩ target| / |box|.
+        1/0, NaN when there is no target); precision: |box ∩ target| / |box|; holds_score:
+        :func:`holds_score` (NaN without ``label``).
     """
     box = polygon_mask(corners, sector.shape)
     area = max(int(box.sum()), 1)
     res = {"inside_frac": float((box & sector).sum() / area), "hit": float("nan"),
-           "precision": float("nan")}
+           "precision": float("nan"), "holds_score": float("nan")}
     if target is not None and target.any():
         inter = int((box & target).sum())
         res["hit"] = float(inter > 0)
         res["precision"] = inter / area
+    if label is not None:
+        res["holds_score"] = holds_score(box, label, scale, sector, score)
     return res
 
 
