@@ -13,12 +13,7 @@ from train.data.layout import read_dataset
 from train.frame import recipe as recipe_mod
 from train.frame.config import TrainConfig
 from train.frame.data import build_table
-from train.frame.evaluate import (
-    crop_spread,
-    evaluate,
-    localisation,
-    with_translation,
-)
+from train.frame.evaluate import crop_spread, evaluate, localisation, with_translation
 from train.frame.localisation import holds_score, polygon_mask
 from train.frame.models import build_model
 from train.frame.recipe import Stage, run_recipe, stage_configs

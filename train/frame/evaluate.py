@@ -21,13 +21,7 @@ from torch.utils.data import DataLoader
 from engines.preprocess import FRAME_SPEC, letterbox, to_grey
 from train.data.layout import LusDataset, read_dataset, split_by_patient
 from train.frame.data import FrameDataset, FrameTable, build_table
-from train.frame.localisation import (
-    GradCAM,
-    box_scores,
-    heat_box,
-    theta_box,
-    video_sector,
-)
+from train.frame.localisation import GradCAM, box_scores, heat_box, theta_box, video_sector
 from train.frame.run import load_run, resolve_device
 from train.frame.trainer import predict
 from train.metrics import classification_report, near_change_mask, setting3_videos
@@ -112,10 +106,15 @@ def _boxed_label(ds: LusDataset, vid: str, frame: int) -> tuple[np.ndarray, floa
     return boxed, float(lb.scale)
 
 
+def _lesion(label: np.ndarray) -> np.ndarray:
+    """GT pathological region of a label map: labels ≥ 2, i.e. scores ≥ 1."""
+    return label >= 2
+
+
 def _target_mask(ds: LusDataset, vid: str, frame: int) -> np.ndarray | None:
-    """GT pathological region (labels ≥ 2, i.e. scores ≥ 1) letterboxed to 224, or None."""
+    """GT pathological region (:func:`_lesion`) letterboxed to 224, or None."""
     got = _boxed_label(ds, vid, frame)
-    return None if got is None else got[0] >= 2
+    return None if got is None else _lesion(got[0])
 
 
 PAPER_TRANS_INIT = (0.3, 0.3, 0.2, 0.2)
@@ -192,7 +191,7 @@ def localisation(model, ds: LusDataset, table: FrameTable, rows: np.ndarray,
             r = rows[i]
             sector = sectors[table.video_ids[r]]
             got = _boxed_label(ds, str(table.video_ids[r]), int(table.frames[r]))
-            target = None if got is None else got[0] >= 2
+            target = None if got is None else _lesion(got[0])
             boxes = [(stn, theta_box(theta1[i], hw)), (init, theta_box(theta1_init[i], hw)),
                      (mean, theta_box(theta1_mean[i], hw))]
             if heats is not None:
