@@ -28,7 +28,7 @@ from pathlib import Path
 
 from stream.exam.protocols import PROTOCOL_SOURCES, PROTOCOLS, zones
 from stream.exam.scale import SCORE_RGB, SCORE_SHORT, UNSCORED_RGB
-from stream.exam.store import Exam, ExamError
+from stream.exam.store import Exam, ExamError, check_date, check_patient
 from stream.sources import DecodedFrame
 from ui.result_feed import ResultStore
 
@@ -101,13 +101,16 @@ class ExamDesk:
         return self._scorer
 
     def open(self, patient: str, protocol: int, date: str) -> Exam:
-        date = date.strip() or _dt.date.today().isoformat()
-        try:
-            _dt.date.fromisoformat(date)
-        except ValueError:
-            raise ExamError(f"date {date!r}: use YYYY-MM-DD") from None
-        folder = self.root / f"{(patient or '').strip()}-{date}"
-        exam = Exam.create(folder, (patient or "").strip(), int(protocol), date, exist_ok=True)
+        """Open the exam of ``patient`` on ``date`` (created when new), inside the root only.
+
+        Raises:
+            ExamError: a patient ID, date or protocol that is not valid, or a folder that
+                would lie outside the exam root.
+        """
+        patient = check_patient(str(patient or "").strip())  # before any path is built
+        date = check_date(str(date or "").strip() or _dt.date.today().isoformat())
+        folder = self._inside(f"{patient}-{date}")
+        exam = Exam.create(folder, patient, int(protocol), date, exist_ok=True)
         if exam.protocol != int(protocol):
             raise ExamError(f"{folder} holds a {exam.protocol}-zone exam; choose protocol "
                             f"{exam.protocol} to continue it")
@@ -124,7 +127,7 @@ class ExamDesk:
             raise ExamError("this page has no live stream to record from")
         clip = record_clip(next_clip_path(exam, zone), live_items(self.store), seconds)
         scorer = self.scorer()
-        exam.model = model_info(scorer, self.bundle)
+        exam.set_model(model_info(scorer, self.bundle), save=False)
         entry, _ = score_into_exam(exam, zone, clip, scorer)
         return entry
 
@@ -139,7 +142,28 @@ class ExamDesk:
         """Reopen an exam folder of the root by name (as listed by :meth:`existing`)."""
         if not name or name not in self.existing():
             raise ExamError(f"no exam {name!r} in {self.root}")
-        self.exam = Exam.open(self.root / name)
+        self.exam = Exam.open(self._inside(name))
+        return self.exam
+
+    def _inside(self, name: str) -> Path:
+        """``root / name`` resolved, refused unless it is a folder directly in the root (no
+        absolute path, ``..``, separator or symbolic link out of it)."""
+        root = Path(self.root).resolve()
+        folder = (root / name).resolve()
+        if folder.parent != root or "/" in name or name in ("", ".", ".."):
+            raise ExamError(f"exam folder {name!r} would lie outside {root}; exams live "
+                            f"directly in the exam folder")
+        return folder
+
+    def current(self) -> Exam | None:
+        """The open exam as it is on disk now (another page or ``pleura exam`` may have
+        changed it); the last known state when the file cannot be read."""
+        if self.exam is not None:
+            try:
+                self.exam.refresh()
+            except (ExamError, OSError) as exc:
+                log.warning("exam %s: cannot re-read (%s); showing the last state",
+                            self.exam.folder, exc)
         return self.exam
 
     def require(self) -> Exam:
@@ -212,7 +236,8 @@ def total_html(exam: Exam | None) -> str:
     if exam is None:
         return '<div id="pleura-exam-total">No exam open</div>'
     total, n, N = exam.total()
-    return (f'<div>Patient LUS score ({exam.patient}, {exam.date})</div>'
+    return (f'<div>Patient LUS score ({html.escape(exam.patient)}, {html.escape(exam.date)})'
+            '</div>'
             f'<div class="pl-big" id="pleura-exam-total" data-total="{total}">{total} / {3 * N}'
             f'</div><div id="pleura-exam-n" data-n="{n}" data-of="{N}">{n} of {N} zones '
             f'scored</div>')
@@ -224,7 +249,7 @@ def zone_html(exam: Exam | None, zone: str | None) -> str:
     z = next(z for z in zones(exam.protocol) if z.id == zone)
     rec = exam.zones[zone]
     best = rec.best_clip()
-    lines = [f"<b>{z.id}</b> {html.escape(z.name)}",
+    lines = [f"<b>{html.escape(z.id)}</b> {html.escape(z.name)}",
              f"model score: {'-' if rec.model_score is None else rec.model_score}"
              + (f" (clip {html.escape(Path(best.file).name)}, {best.n_frames} frames)"
                 if best else "")]
@@ -232,7 +257,8 @@ def zone_html(exam: Exam | None, zone: str | None) -> str:
         lines.append(f"override: {rec.override.score} ({html.escape(rec.override.note)})")
     lines.append(f"zone score: <b>{'-' if rec.score is None else rec.score}</b>; "
                  f"{len(rec.clips)} clip(s)")
-    return f'<div id="pleura-exam-zone-info" data-zone="{zone}">' + "<br>".join(lines) + "</div>"
+    return (f'<div id="pleura-exam-zone-info" data-zone="{html.escape(zone)}">'
+            + "<br>".join(lines) + "</div>")
 
 
 def zone_choices(exam: Exam | None) -> list[tuple[str, str]]:
@@ -290,7 +316,7 @@ def build_exam_tab(desk: ExamDesk) -> None:
 
     def view(message: str | None, selected: str | None, choices: bool = False):
         """The outputs; ``message`` None leaves the status line as it is."""
-        exam = desk.exam
+        exam = desk.current()
         zone_upd = (gr.update(choices=zone_choices(exam), value=selected) if choices
                     else gr.update(value=selected))
         status_upd = gr.update() if message is None else message

@@ -196,13 +196,15 @@ def summary_html(report: ClipReport) -> str:
     what = ("how strongly the clip supports each score (share of the combined evidence; "
             "outlined: the video score)")
     fps = len(report.rows) / report.seconds if report.seconds > 0 else float("nan")
-    return (f"<div id='pleura-report-summary'><div>Video score of <b>{report.clip}</b></div>"
+    esc = html.escape  # file, backend and bundle names come from the user: never markup
+    return (f"<div id='pleura-report-summary'><div>Video score of <b>{esc(report.clip)}</b></div>"
             f"<div style='font-size:40px;font-weight:700' id='pleura-report-video-score'>"
             f"{report.video_score}</div><div style='font-size:12px'>{what}</div>"
             f"<table><tr>{cells}</tr></table>{findings_html(report)}"
             f"{crops_html(report)}"
             f"<div>{len(report.rows)} frames scored in {report.seconds:.1f} s "
-            f"({fps:.0f} frames/s), backend {report.backend}, bundle {report.bundle}</div></div>")
+            f"({fps:.0f} frames/s), backend {esc(str(report.backend))}, "
+            f"bundle {esc(str(report.bundle))}</div></div>")
 
 
 def build_report(path: Path, bundle: str | None, backend: str, limits: UploadLimits,

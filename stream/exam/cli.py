@@ -25,7 +25,7 @@ from stream.exam.naming import ClipName, is_clip_candidate, parse_clip_name, rul
 from stream.exam.protocols import PROTOCOLS
 from stream.exam.report import write_reports
 from stream.exam.scoring import model_info, score_into_exam
-from stream.exam.store import Exam, ExamError
+from stream.exam.store import Exam, ExamError, check_date
 from stream.score import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="zones in the exam protocol (default 14, Soldati et al. 2020)")
     parser.add_argument("--out", default=None, metavar="REPORT",
                         help="folder for the exams and reports (default FOLDER/reports)")
-    parser.add_argument("--date", default=None, help="exam date (default: today)")
+    parser.add_argument("--date", default=None,
+                        help="exam date, YYYY-MM-DD (default: today)")
     parser.add_argument("--bundle", default=None, help="model bundle (default: the shipped one)")
     parser.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
     parser.add_argument("--threads", type=int, default=None, help="CPU inference threads")
@@ -74,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"pleura exam: {folder} is not a folder; give the folder that holds the clips")
         return 2
     out = Path(args.out) if args.out else folder / "reports"
+    if args.date is not None:
+        try:
+            check_date(args.date)
+        except ExamError as exc:
+            print(f"pleura exam: --date: {exc}")
+            return 2
     by_patient, problems = collect(folder, args.protocol)
     for p in problems:
         print(f"SKIPPED {p}")
@@ -100,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
                   f"--protocol {exam.protocol} or another --out")
             failed += len(clips)
             continue
-        exam.model = model
+        exam.set_model(model, save=False)
         for c in sorted(clips, key=lambda c: (c.zone, c.take)):
             entry, _ = score_into_exam(exam, c.zone, c.path, scorer, args.batch,
                                        args.max_frames, save=False)

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             from stream.exam.scoring import model_info
 
             scorer = load_scorer(args.bundle)
-            exam.model = model_info(scorer, args.bundle)
+            exam.set_model(model_info(scorer, args.bundle), save=False)
         out = record_zone(exam, args.zone.upper(), args.source, args.seconds, scorer,
                           args.codec, args.speed)
     except (ExamError, SourceError, ValueError, OSError) as exc:

@@ -109,7 +109,5 @@ def score_into_exam(exam: Exam, zone: str, clip: str | Path, scorer: Scorer,
             entry.key_frame = int(rec["frames"][k]["index"])
             entry.key_boxes = rec["frames"][k]["boxes"]
         entry.findings = findings_of(rec)
-    zrec = exam._zone(zone)
-    zrec.clips = [c for c in zrec.clips if c.file != entry.file]
-    exam.add_clip(zone, entry, save=save)
+    exam.add_clip(zone, entry, save=save)  # replaces an earlier entry of the same file
     return entry, doc

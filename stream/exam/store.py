@@ -23,14 +23,26 @@ Layout::
 
 ``exam.json`` is replaced atomically (temporary file, fsync, ``os.replace``), so a crash leaves
 either the old or the new record, never a torn one.
+
+**Several writers on one exam** (the page, a second page, ``pleura exam`` re-run on the same
+folder) never lose each other's changes. Every change goes through a method
+(:meth:`Exam.add_clip`, :meth:`Exam.set_override`, :meth:`Exam.set_model`,
+:meth:`Exam.set_note`) that records it as an operation; :meth:`Exam.save` takes an exclusive
+lock on ``EXAM/.exam.lock`` (``fcntl.flock``), re-reads ``exam.json``, replays this writer's
+pending operations on what is on disk (merge by field: a zone's clips by file, its override,
+the model, the note), writes, and adopts the merged record. Two writers that set the same
+field: the later save wins, as at a single desk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import json
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +52,9 @@ from stream.exam.protocols import max_score, zone_ids, zones
 SCHEMA = "pleura-exam"
 SCHEMA_VERSION = 1
 EXAM_FILE = "exam.json"
+LOCK_FILE = ".exam.lock"
+DATE_RULE = "an ISO date YYYY-MM-DD, e.g. 2026-03-14"
+_DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 PATIENT_RULE = "1-64 letters, digits or '-', starting with a letter or digit (no spaces or '_')"
 _PATIENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 
@@ -62,6 +77,23 @@ def check_patient(patient: str) -> str:
         raise ExamError(f"patient ID {patient!r} is not valid: use {PATIENT_RULE}, e.g. P07; "
                         "use a pseudonym, never the patient's name")
     return patient
+
+
+def check_date(date: Any) -> str:
+    """Validate an exam date (it becomes part of folder names and is shown on the page).
+
+    Raises:
+        ExamError: not :data:`DATE_RULE`, or no such day.
+    """
+    ok = isinstance(date, str) and _DATE_RE.match(date) is not None
+    if ok:
+        try:
+            _dt.date.fromisoformat(date)
+        except ValueError:
+            ok = False
+    if not ok:
+        raise ExamError(f"exam date {str(date)[:40]!r} is not valid: use {DATE_RULE}")
+    return date
 
 
 def check_score(score: Any) -> int:
@@ -155,6 +187,8 @@ class Exam:
     updated: str = field(default_factory=now_iso)
     model: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    _pending: list[Callable[[Exam], None]] = field(default_factory=list, repr=False,
+                                                   compare=False)
 
     # ------------------------------------------------------------------ creation / IO
 
@@ -167,19 +201,25 @@ class Exam:
             ExamError: bad patient / protocol, or an exam already there (without exist_ok).
         """
         folder = Path(folder)
-        if (folder / EXAM_FILE).exists():
-            if not exist_ok:
-                raise ExamError(f"{folder} already holds an exam; open it to continue, or "
-                                "choose another folder")
-            return cls.open(folder)
+        # validate everything before the folder is touched or an existing record reopened
+        patient = check_patient(patient)
+        date = check_date(date or _dt.date.today().isoformat())
         try:
             ids = zone_ids(protocol)
         except ValueError as exc:
             raise ExamError(str(exc)) from None
-        exam = cls(folder, check_patient(patient), int(protocol),
-                   date or _dt.date.today().isoformat(), {z: ZoneRecord() for z in ids})
+        if (folder / EXAM_FILE).exists() and not exist_ok:
+            raise ExamError(f"{folder} already holds an exam; open it to continue, or "
+                            "choose another folder")
         folder.mkdir(parents=True, exist_ok=True)
-        exam.save()
+        with exam_lock(folder):  # two creators at once: one creates, the other reopens
+            if (folder / EXAM_FILE).exists():
+                if not exist_ok:
+                    raise ExamError(f"{folder} already holds an exam; open it to continue, "
+                                    "or choose another folder")
+                return cls.open(folder)
+            exam = cls(folder, patient, int(protocol), date, {z: ZoneRecord() for z in ids})
+            exam._write()
         return exam
 
     @classmethod
@@ -204,24 +244,35 @@ class Exam:
     def from_dict(cls, folder: Path, doc: dict[str, Any]) -> Exam:
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
             raise ExamError(f"{folder / EXAM_FILE}: not a {SCHEMA} record")
-        if int(doc.get("schema_version", 0)) > SCHEMA_VERSION:
-            raise ExamError(f"{folder / EXAM_FILE}: schema version {doc['schema_version']} is "
+        version = doc.get("schema_version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ExamError(f"{folder / EXAM_FILE}: schema_version {version!r:.40} is not an "
+                            f"integer; not a record this pleura wrote")
+        if version > SCHEMA_VERSION:
+            raise ExamError(f"{folder / EXAM_FILE}: schema version {version} is "
                             f"newer than this pleura reads ({SCHEMA_VERSION}); update pleura")
         try:
             protocol = int(doc["protocol"])
             ids = zone_ids(protocol)
+            zones_doc = doc.get("zones")
+            if not isinstance(zones_doc, dict):
+                raise ExamError(f"'zones' must be an object of zone id -> record, got "
+                                f"{type(zones_doc).__name__}")
             records: dict[str, ZoneRecord] = {}
             for zid in ids:
-                z = (doc.get("zones") or {}).get(zid) or {}
+                z = zones_doc.get(zid)
+                z = {} if z is None else z
+                if not isinstance(z, dict):
+                    raise ExamError(f"zone {zid}: expected an object, got {type(z).__name__}")
                 ov = z.get("override")
                 records[zid] = ZoneRecord(
                     [ClipRecord.from_dict(c) for c in z.get("clips", [])],
                     Override(check_score(ov["score"]), str(ov.get("note", "")),
                              str(ov.get("at", ""))) if ov else None)
-            return cls(folder, check_patient(doc["patient"]), protocol, str(doc["date"]),
+            return cls(folder, check_patient(doc["patient"]), protocol, check_date(doc["date"]),
                        records, str(doc.get("created", "")), str(doc.get("updated", "")),
                        dict(doc.get("model") or {}), str(doc.get("note", "")))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, ExamError):
                 raise ExamError(f"{folder / EXAM_FILE}: {exc}") from None
             raise ExamError(f"{folder / EXAM_FILE}: malformed ({type(exc).__name__}: {exc})"
@@ -243,8 +294,40 @@ class Exam:
         }
 
     def save(self) -> Path:
-        """Write ``exam.json`` atomically (tmp + fsync + os.replace)."""
+        """Merge this writer's changes into ``exam.json`` under the exam's lock and write it
+        atomically (tmp + fsync + os.replace); this object then holds the merged record."""
+        with exam_lock(self.folder):
+            if (self.folder / EXAM_FILE).exists():
+                self._adopt(Exam.open(self.folder))
+            for op in self._pending:
+                op(self)
+            self._pending.clear()
+            return self._write()
+
+    def refresh(self) -> Exam:
+        """Re-read ``exam.json`` (another writer's changes), keeping this writer's unsaved
+        changes on top; returns ``self``."""
+        with exam_lock(self.folder):
+            fresh = Exam.open(self.folder)
+        for op in self._pending:
+            op(fresh)
+        self._adopt(fresh)
+        return self
+
+    def _adopt(self, other: Exam) -> None:
+        if (other.patient, other.protocol) != (self.patient, self.protocol):
+            raise ExamError(f"{self.folder / EXAM_FILE} now holds patient {other.patient}, "
+                            f"{other.protocol} zones; it was {self.patient}, {self.protocol} "
+                            "zones when opened: not merging into another exam")
+        for name in ("date", "zones", "created", "updated", "model", "note"):
+            setattr(self, name, getattr(other, name))
+
+    def _write(self) -> Path:
+        """Write the record as it is (the caller holds the lock)."""
         self.updated = now_iso()
+        for stale in self.folder.glob(f".{EXAM_FILE}.*.tmp"):  # left by a writer that died
+            with contextlib.suppress(OSError):
+                stale.unlink()
         return write_json_atomic(self.folder / EXAM_FILE, self.to_dict())
 
     # ------------------------------------------------------------------ changes
@@ -256,18 +339,47 @@ class Exam:
             raise ExamError(f"zone {zone!r} is not in the {self.protocol}-zone protocol; "
                             f"valid: {', '.join(self.zones)}") from None
 
-    def add_clip(self, zone: str, clip: ClipRecord, save: bool = True) -> None:
-        self._zone(zone).clips.append(clip)
+    def _change(self, op: Callable[[Exam], None], save: bool) -> None:
+        """Apply ``op`` now and keep it to replay on the record on disk at :meth:`save`."""
+        op(self)
+        self._pending.append(op)
         if save:
             self.save()
+
+    def add_clip(self, zone: str, clip: ClipRecord, save: bool = True) -> None:
+        """Add a clip to ``zone``, replacing an earlier entry of the same file."""
+        self._zone(zone)
+
+        def op(exam: Exam) -> None:
+            z = exam._zone(zone)
+            z.clips = [c for c in z.clips if c.file != clip.file] + [clip]
+        self._change(op, save)
 
     def set_override(self, zone: str, score: int | None, note: str = "",
                      save: bool = True) -> None:
         """Set (or with ``score=None`` clear) the clinician's score of a zone."""
-        z = self._zone(zone)
-        z.override = None if score is None else Override(check_score(score), str(note)[:2000])
-        if save:
-            self.save()
+        self._zone(zone)
+        override = None if score is None else Override(check_score(score), str(note)[:2000])
+
+        def op(exam: Exam) -> None:
+            exam._zone(zone).override = override
+        self._change(op, save)
+
+    def set_model(self, model: dict[str, Any], save: bool = True) -> None:
+        """Record the model that scored the exam's clips (name, bundle, version)."""
+        model = dict(model)
+
+        def op(exam: Exam) -> None:
+            exam.model = dict(model)
+        self._change(op, save)
+
+    def set_note(self, note: str, save: bool = True) -> None:
+        """The exam's free-text note."""
+        note = str(note)[:4000]
+
+        def op(exam: Exam) -> None:
+            exam.note = note
+        self._change(op, save)
 
     # ------------------------------------------------------------------ scores
 
@@ -296,6 +408,18 @@ class Exam:
             return str(p.relative_to(self.folder.resolve()))
         except ValueError:
             return str(p)
+
+
+@contextlib.contextmanager
+def exam_lock(folder: str | Path) -> Iterator[None]:
+    """Hold the exam folder's exclusive lock (``fcntl.flock`` on ``.exam.lock``): one writer
+    at a time across threads and processes on this machine."""
+    with open(Path(folder) / LOCK_FILE, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def write_json_atomic(path: str | Path, doc: Any) -> Path:
