@@ -1,6 +1,8 @@
 """Reference rows of the real-clip ablation, on the same grouped folds as the CV.
 
 - ``majority``: always the most frequent training score (0, healthy).
+- ``source_lookup``: the most common training score of the clip's own source
+  (:func:`train.real.sources.source_lookup`): what recognising the source alone is worth.
 - ``brightness``: nearest class mean of one number per clip, the mean grey level of its
   scanned pixels (the shortcut the issue warns about: 34.7 / 59.1 / 73.3 / 44.9 for scores
   0–3). Fitted on the training folds only.
@@ -11,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,15 +21,19 @@ import numpy as np
 from train.real.clips import Folds
 from train.real.cv import summarise, video_metrics
 from train.real.fit import TrainClip
+from train.real.sources import per_source, within_source_auroc
+from train.real.sources import source_lookup as lookup
 from train.video.baselines import predict_all
 
 Predictor = Callable[[list[str], list[str]], list[tuple[int, float]]]
 
 
-def fold_report(folds: Folds, data: dict[str, TrainClip], predictor: Predictor
-                ) -> dict[str, Any]:
-    """Run ``predictor(train_names, test_names)`` per fold; clip metrics as in the CV."""
-    per_fold, ys, preds = [], [], []
+def fold_report(folds: Folds, data: dict[str, TrainClip], predictor: Predictor,
+                source_of: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run ``predictor(train_names, test_names)`` per fold; clip metrics as in the CV; with
+    ``source_of`` also the per-source metrics and within-source AUROC (keys ``by_source``,
+    ``within_source``)."""
+    per_fold, ys, preds, names = [], [], [], []
     for k in range(folds.k):
         train = [n for n in folds.train(k) if n in data and data[n].score >= 0]
         test = [n for n in folds.test(k) if n in data and data[n].score >= 0]
@@ -36,7 +42,18 @@ def fold_report(folds: Folds, data: dict[str, TrainClip], predictor: Predictor
         per_fold.append(video_metrics(y, p))
         ys += y
         preds += p
-    return summarise(per_fold, video_metrics(ys, preds))
+        names += test
+    rep = summarise(per_fold, video_metrics(ys, preds))
+    if source_of is not None:
+        srcs = [source_of[n] for n in names]
+        rep["by_source"] = per_source(ys, preds, srcs)
+        rep["within_source"] = within_source_auroc(ys, preds, srcs)
+    return rep
+
+
+def source_lookup(data: dict[str, TrainClip], source_of: Mapping[str, str]) -> Predictor:
+    """The source-lookup reference row on the folds (fitted on the training folds only)."""
+    return lookup({n: source_of[n] for n in data}, {n: c.score for n, c in data.items()})
 
 
 def clip_brightness(images: np.ndarray) -> float:

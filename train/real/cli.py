@@ -8,7 +8,9 @@ Two sources of clips:
   (``b_lines, consolidations, effusion, a_lines, pleural_irregularities`` as 1/0) and
   ``license``. Without a ``license`` column, ``--own-data`` states that you hold the rights.
 
-Modes: ``--cv K`` (grouped K-fold CV → ``cv.json``, the numbers of ``docs/results/real.md``),
+Modes: ``--cv K`` (grouped K-fold CV → ``cv.json``), ``--cv-by source`` (leave-one-source-out:
+one fold per source, :mod:`train.real.sources`; the headline numbers of
+``docs/results/real.md``),
 ``--final`` (train on every clip → ``final/frame-weights.npz`` + uninorm fitted on the same
 training clips → ``pleura export RUN --out BUNDLE``), or both.
 """
@@ -30,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--cv", type=int, default=0, metavar="K",
                         help="grouped K-fold cross-validation (0: none)")
+    parser.add_argument("--cv-by", choices=("group", "source"), default="group",
+                        help="CV folds: grouped K-fold (group, default with --cv K) or "
+                        "leave-one-source-out (source: one fold per labelled source, K unused)")
     parser.add_argument("--folds", default=None,
                         help="only these folds, comma-separated (e.g. 0,1: split a CV over jobs)")
     parser.add_argument("--final", action="store_true", help="train on every clip for export")
@@ -87,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
     from train.real.final import train_final
     from train.real.fit import RealConfig
 
+    if args.cv_by == "source" and not args.cv:
+        args.cv = 1  # LOSO: the number of folds is the number of sources
     if not args.cv and not args.final:
-        raise SystemExit("pleura train real: choose --cv K, --final, or both")
+        raise SystemExit("pleura train real: choose --cv K, --cv-by source, --final, or both")
     try:
         clips = load_clips(args)
         trainable(clips)  # every clip's licence checked before any work
@@ -109,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cv:
         only = [int(f) for f in args.folds.split(",")] if args.folds else None
         rep = cross_validate(clips, cfg, out, k=args.cv, commercial_only=args.commercial_only,
-                             cache_dir=cache, only_folds=only)
+                             cache_dir=cache, only_folds=only, split=args.cv_by)
         print(format_report(rep))
     if args.final:
         meta = train_final(clips, cfg, out / "final", commercial_only=args.commercial_only,

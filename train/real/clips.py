@@ -147,11 +147,15 @@ def clip_groups(clips: Sequence[PocusClip]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Folds:
-    """Grouped folds: ``fold_of[file]`` is 0..k-1 for every clip of the manifest."""
+    """Grouped folds: ``fold_of[file]`` is 0..k-1 for every clip of the manifest, or -1 for a
+    clip that is trained on in every fold and never tested (a source without labelled clips,
+    :func:`train.real.sources.source_folds`). ``names``: what each fold holds out, where the
+    folds have names (the source of a leave-one-source-out fold)."""
 
     k: int
     fold_of: dict[str, int]
     group_of: dict[str, str]
+    names: tuple[str, ...] = ()
 
     def test(self, fold: int) -> list[str]:
         return sorted(f for f, i in self.fold_of.items() if i == fold)

@@ -1,8 +1,11 @@
-"""``pleura eval real``: reference rows and bundles on the grouped folds of the real clips.
+"""``pleura eval real``: reference rows and bundles on the folds of the real clips.
 
-``--baseline majority|brightness`` fits on the training folds; ``--bundle B`` scores a fixed
+``--split source`` (leave-one-source-out, the headline protocol, :mod:`train.real.sources`) or
+``--split group`` (grouped k-fold, folds share sources). ``--baseline
+majority|brightness|source-lookup`` fits on the training folds; ``--bundle B`` scores a fixed
 bundle (honest hold-out only if B was not trained on these clips). ``--cv-run RUN`` re-prints a
-``pleura train real --cv`` result. Same clip metrics as the CV (``docs/results/real.md``).
+``pleura train real --cv`` result. Same clip metrics as the CV (``docs/results/real.md``),
+pooled over the held-out clips, per source and within source.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", required=True, help="POCUS MANIFEST.csv")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--baseline", choices=("majority", "brightness"))
+    what.add_argument("--baseline", choices=("majority", "brightness", "source-lookup"))
     what.add_argument("--bundle", help="a bundle folder to score on the cached frames")
     what.add_argument("--cv-run", help="re-evaluate a `pleura train real --cv` run folder from "
                       "its saved predictions")
@@ -23,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --cv-run: also score the test clips the run did not use "
                         "(e.g. the non-commercial ones of --commercial-only) with each fold's "
                         "saved weights")
-    parser.add_argument("--k", type=int, default=5, help="grouped folds (as the CV)")
+    parser.add_argument("--split", choices=("source", "group"), default="source",
+                        help="folds: leave-one-source-out (source, default) or grouped k-fold "
+                        "(group; folds share sources)")
+    parser.add_argument("--k", type=int, default=5, help="grouped folds (with --split group)")
     parser.add_argument("--fold-seed", type=int, default=0)
     parser.add_argument("--max-frames", type=int, default=64)
     parser.add_argument("--commercial-only", action="store_true")
@@ -38,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
 
     from train.data.pocus import read_pocus_manifest
     from train.real import baselines
-    from train.real.clips import grouped_folds, trainable
+    from train.real.clips import trainable
     from train.real.cv import format_report, load_train_clips
+    from train.real.sources import clip_sources, folds_for
 
     t0 = time.perf_counter()
     clips = read_pocus_manifest(args.manifest)
@@ -52,17 +59,25 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(rep, indent=2))
         return 0
-    folds = grouped_folds(clips, args.k, args.fold_seed)
+    folds = folds_for(clips, args.split, args.k, args.fold_seed)
+    source_of = clip_sources(clips)
     use = [c for c in trainable(clips, args.commercial_only) if c.severity is not None]
     data = load_train_clips(use, args.cache_dir or None, args.max_frames)
-    if args.baseline:
+    if args.baseline == "source-lookup":
+        predictor = baselines.source_lookup(data, source_of)
+        name = args.baseline
+    elif args.baseline:
         predictor = getattr(baselines, args.baseline)(data)
         name = args.baseline
     else:
         predictor, _ = baselines.bundle_predictor(args.bundle, data)
         name = f"bundle {args.bundle}"
-    rep = {"methods": {name: baselines.fold_report(folds, data, predictor)}, "findings": {},
-           "k": args.k, "label_counts": [sum(1 for c in data.values() if c.score == s)
+    method = baselines.fold_report(folds, data, predictor, source_of)
+    rep = {"methods": {name: method}, "findings": {}, "split": args.split,
+           "fold_names": list(folds.names),
+           "by_source": {name: method.pop("by_source")},
+           "within_source": {name: method.pop("within_source")},
+           "k": folds.k, "label_counts": [sum(1 for c in data.values() if c.score == s)
                                           for s in range(4)],
            "wall_s": round(time.perf_counter() - t0, 1)}
     print(format_report(rep))

@@ -343,12 +343,22 @@ def predict(model: RealFrameNet, images: np.ndarray, batch: int = 64
             ) -> tuple[np.ndarray, np.ndarray | None]:
     """(N, H, W) uint8 letterboxed frames → probs (N, 4) and findings (N, 5) or None
     (with the model's current ``logit_adjust``)."""
+    probs, finds, _ = predict_with_features(model, images, batch)
+    return probs, finds
+
+
+@torch.no_grad()
+def predict_with_features(model: RealFrameNet, images: np.ndarray, batch: int = 64
+                          ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """As :func:`predict`, plus the clip's mean penultimate features (256,) (one pass)."""
     model.eval()
-    probs, finds = [], []
+    probs, finds, feats = [], [], []
     for i in range(0, len(images), batch):
         x = torch.from_numpy(images[i:i + batch].astype(np.float32) / 255.0)
         out = model(x[:, None].expand(-1, 3, -1, -1))
         probs.append(out["probs"].numpy())
+        feats.append(out["features"].numpy())
         if out["findings"] is not None:
             finds.append(out["findings"].numpy())
-    return np.concatenate(probs), (np.concatenate(finds) if finds else None)
+    return (np.concatenate(probs), (np.concatenate(finds) if finds else None),
+            np.concatenate(feats).mean(axis=0))

@@ -69,11 +69,16 @@ class RealFrameNet(nn.Module):
         self.findings = nn.Linear(256, n_findings) if n_findings else None
         self.register_buffer("logit_adjust", torch.zeros(n_classes))
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 224, 224) in [0, 1] → the penultimate features (B, 256) the heads read
+        (the source probe of :mod:`train.real.sources` reads them too)."""
         if self.norm == "frame":
             x = standardise(x)
         x = F.avg_pool2d(x, 2)  # (B, 3, 112, 112)
-        h = self.hidden(self.trunk(x).mean(dim=(2, 3)))
+        return self.hidden(self.trunk(x).mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        h = self.embed(x)
         logits = self.score(h)
         if not self.training:
             logits = logits + self.logit_adjust
@@ -81,7 +86,7 @@ class RealFrameNet(nn.Module):
         out: dict[str, torch.Tensor | None] = {
             "logits": logits, "probs": logits.softmax(1), "theta1": t, "theta2": t,
             "logits2": None, "sigma": torch.ones(x.shape[0], 2, device=x.device),
-            "findings_logits": None, "findings": None}
+            "findings_logits": None, "findings": None, "features": h}
         if self.findings is not None:
             f = self.findings(h)
             out["findings_logits"], out["findings"] = f, torch.sigmoid(f)

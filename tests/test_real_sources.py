@@ -1,0 +1,169 @@
+"""Leave-one-source-out evaluation of the real-scan model (issue #25 section 1): the source
+rule, the LOSO folds, the source-lookup reference row, within-source AUROC, the source probe,
+and the LOSO CV end to end on real clips."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests._shared_data import POCUS, needs_pocus
+from train.data.pocus import PocusClip, read_pocus_manifest
+from train.real.cv import video_metrics
+from train.real.sources import (
+    clip_source,
+    clip_sources,
+    leave_one_clip_out_lookup,
+    source_folds,
+    source_lookup,
+    source_of_url,
+    source_probe,
+    within_source_auroc,
+)
+
+
+def _clip(name, url, severity=0, source="x"):
+    return PocusClip(path=Path(name), filename=name, severity=severity, class_label="",
+                     probe="convex", fps=25.0, frames=10, width=64, height=64,
+                     commercial_use=True, license="CC BY 4.0", source=source, source_url=url)
+
+
+@pytest.mark.parametrize("url, source", [
+    ("http://www.thepocusatlas.com/covid19-1/m2ra6", "thepocusatlas.com"),
+    ("https://theultrasoundjournal.springeropen.com/articles/10.1186/x",
+     "theultrasoundjournal.springeropen.com"),
+    ("https://link.springer.com/article/10.1186/cc11201", "link.springer.com"),
+    ("HTTPS://LITFL.com:443/x#y", "litfl.com"),
+    ("Data contributed by Northumbria Specialist Emergency Care Hospital, healthy 1.avi",
+     "northumbria-specialist-emergency-care-hospital"),
+    ("Data contributed by Northumbria Specialist Emergency Care Hospital",
+     "northumbria-specialist-emergency-care-hospital"),
+    ("charlotte", "charlotte"),
+])
+def test_source_rule(url, source):
+    assert source_of_url(url) == source
+
+
+def test_own_clips_source_from_the_label_csv():
+    assert clip_source(_clip("a.mp4", "group:P1", source="own")) == "own"
+    assert clip_source(_clip("a.mp4", "", source="own")) == "own"
+    assert clip_source(_clip("a.mp4", "group:P1", source="Site B / Clarius")) == "site-b-clarius"
+
+
+def test_source_folds_hold_out_whole_sources_and_groups():
+    clips = [_clip("a1.mp4", "https://a.org/1", 0), _clip("a2.mp4", "https://a.org/2", 2),
+             _clip("b1.mp4", "https://b.org/1", 0), _clip("c1.mp4", "https://c.org/1", None),
+             # one recording family in two sources: the two sources are held out together
+             _clip("Cov-rec_v1.mp4", "https://d.org/1", 1),
+             _clip("Cov-rec_v2.mp4", "https://e.org/1", 3)]
+    f = source_folds(clips)
+    assert f.k == 3 and f.names == ("a.org", "b.org", "d.org+e.org")
+    assert f.fold_of["c1.mp4"] == -1  # no labelled clip: trained on, never tested
+    assert f.fold_of["Cov-rec_v1.mp4"] == f.fold_of["Cov-rec_v2.mp4"] == 2
+    assert f.test(0) == ["a1.mp4", "a2.mp4"] and "c1.mp4" in f.train(0)
+    with pytest.raises(ValueError, match="two or more sources"):
+        source_folds([_clip("a1.mp4", "https://a.org/1", 0)])
+
+
+@needs_pocus
+def test_loso_on_the_pocus_manifest_no_source_or_group_in_two_folds():
+    clips = read_pocus_manifest(POCUS / "MANIFEST.csv")
+    src = clip_sources(clips)
+    assert len(set(src.values())) == 8
+    f = source_folds(clips)
+    assert f.k == 7 and "charlotte" in f.names and "thepocusatlas.com" in f.names
+    folds_of_source, folds_of_group = defaultdict(set), defaultdict(set)
+    for c in clips:
+        folds_of_source[src[c.filename]].add(f.fold_of[c.filename])
+        folds_of_group[f.group_of[c.filename]].add(f.fold_of[c.filename])
+    assert all(len(v) == 1 for v in folds_of_source.values())
+    assert all(len(v) == 1 for v in folds_of_group.values())
+    assert folds_of_source["link.springer.com"] == {-1}  # its one clip has no label
+    labelled = sum(c.severity is not None for c in clips)
+    assert sum(len(f.test(k)) for k in range(f.k)) == 124 - 1 and labelled == 75
+
+
+@needs_pocus
+def test_source_lookup_baseline_value_on_the_manifest():
+    """What knowing the source alone is worth (leave one clip out, most common score of the
+    clip's source, ties to the lower score): close to the grouped CV of the shipped model."""
+    y, preds = leave_one_clip_out_lookup(read_pocus_manifest(POCUS / "MANIFEST.csv"))
+    m = video_metrics(y, preds)
+    assert m["n"] == 75
+    assert m["weighted_f1"] == pytest.approx(0.6255, abs=1e-3)
+    assert m["qwk"] == pytest.approx(0.5181, abs=1e-3)
+    assert m["auroc_0_vs_1plus"] == pytest.approx(0.8970, abs=1e-3)
+
+
+def test_source_lookup_predictor_uses_training_clips_of_the_same_source_only():
+    src = {"a1": "a", "a2": "a", "a3": "a", "b1": "b", "b2": "b", "c1": "c"}
+    score = {"a1": 2, "a2": 2, "a3": 0, "b1": 0, "b2": 0, "c1": 3}
+    predict = source_lookup(src, score)
+    assert predict(["a1", "a2", "b1"], ["a3", "b2"]) == [(2, 1.0), (0, 0.0)]
+    # an unseen source: the training majority (ties to the lower score), the overall sick share
+    assert predict(["a1", "a3"], ["c1"]) == [(0, 0.5)]
+
+
+def test_within_source_auroc():
+    y = [0, 1, 0, 2, 0, 0, 3]
+    preds = [(0, 0.1), (1, 0.9), (0, 0.5), (2, 0.4), (0, 0.2), (0, 0.3), (3, 0.8)]
+    srcs = ["a", "a", "b", "b", "c", "c", "d"]
+    out = within_source_auroc(y, preds, srcs)
+    assert set(out) == {"a", "b", "mean"}  # c: healthy only, d: sick only
+    assert out["a"]["auroc"] == 1.0 and out["b"]["auroc"] == 0.0
+    assert out["mean"] == {"auroc": 0.5, "n_sources": 2}
+
+
+def test_source_probe_finds_a_source_in_the_features_and_not_in_noise():
+    rng = np.random.default_rng(0)
+    names = [f"s{s}-g{g}-c{c}" for s in range(4) for g in range(5) for c in range(3)]
+    src = {n: n.split("-")[0] for n in names}
+    grp = {n: "-".join(n.split("-")[:2]) for n in names}
+    centres = rng.normal(size=(4, 16)) * 3
+    leaky = {n: centres[int(src[n][1])] + rng.normal(size=16) for n in names}
+    noise = {n: rng.normal(size=16) for n in names}
+    hi = source_probe(leaky, src, grp)
+    lo = source_probe(noise, src, grp)
+    assert hi["accuracy"] > 0.9 and hi["n_sources"] == 4 and hi["chance_uniform"] == 0.25
+    assert lo["balanced_accuracy"] < 0.5
+
+
+@needs_pocus
+def test_loso_cv_end_to_end_on_real_clips_and_reevaluation(tmp_path):
+    """The LOSO path on a few short real clips of three sources with a 2-step model: folds
+    by source, pooled and per-source metrics, within-source AUROC, source probe, report,
+    re-evaluation from the saved predictions."""
+    from train.real.cv import cross_validate, format_report, reevaluate
+    from train.real.fit import RealConfig
+
+    every = read_pocus_manifest(POCUS / "MANIFEST.csv")
+    src = clip_sources(every)
+    pick = defaultdict(list)
+    for c in every:
+        s = src[c.filename]
+        if s in ("thepocusatlas.com", "charlotte", "stemlynsblog.org") and c.frames <= 120:
+            pick[s].append(c)
+    clips = [c for s in sorted(pick) for c in pick[s][:4]]
+    cfg = RealConfig(steps=2, batch=4, max_frames=3, augment="none")
+    rep = cross_validate(clips, cfg, tmp_path / "loso", cache_dir=None, split="source")
+    assert rep["split"] == "source" and rep["k"] == 3
+    assert rep["fold_names"] == ["charlotte", "stemlynsblog.org", "thepocusatlas.com"]
+    pooled = rep["methods"]["uninorms"]["pooled"]
+    assert pooled["n"] == sum(c.severity is not None for c in clips)
+    by = rep["by_source"]["uninorms"]
+    assert set(by) == set(rep["fold_names"])
+    assert sum(v["n"] for v in by.values()) == pooled["n"]
+    assert 0.0 <= rep["source_probe"]["accuracy"] <= 1.0 and rep["source_probe"]["n_models"] == 3
+    text = format_report(rep)
+    assert "leave-one-source-out (3 sources held out in turn)" in text
+    assert "source probe" in text
+    saved = json.loads((tmp_path / "loso" / "cv.json").read_text())
+    assert saved["split"] == "source"
+    again = reevaluate(tmp_path / "loso", clips, prior_adjust=True, cache_dir=None)
+    assert again["split"] == "source"
+    assert again["methods"]["uninorms"]["pooled"]["confusion"] == pooled["confusion"]
+    assert again["source_probe"] == rep["source_probe"]
