@@ -64,8 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="warm start from a bundle's or run's frame-weights.npz")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--cache-dir", default="runs/.cache/real",
-                        help="cache of decoded frames ('' = none)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="cache of decoded frames (default: the user cache, "
+                        "$PLEURA_CACHE_DIR or ~/.cache/pleura/real-frames; '' = none)")
 
 
 def load_clips(args: argparse.Namespace):
@@ -109,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
                      sim_share=args.sim_share, balance=args.balance,
                      prior_adjust=not args.no_prior_adjust, seed=args.seed,
                      threads=args.threads)
-    cache = args.cache_dir or None
+    from train.real.frames import default_cache_dir
+
+    cache = default_cache_dir() if args.cache_dir is None else (args.cache_dir or None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "command.txt").write_text("pleura train real " + " ".join(_argv(args)) + "\n")

@@ -191,7 +191,7 @@ def source_views(y: Sequence[int], preds: Mapping[str, Sequence[tuple[int, float
 
 def cross_validate(clips: Sequence[PocusClip], cfg: RealConfig, out: str | Path, k: int = 5,
                    fold_seed: int = 0, commercial_only: bool = False,
-                   cache_dir: str | None = "runs/.cache/real",
+                   cache_dir: str | None = None,
                    only_folds: Sequence[int] | None = None, split: str = "group"
                    ) -> dict[str, Any]:
     """Cross-validation; writes ``cv.json`` (and per-fold weights/predictions) to ``out``.
@@ -231,7 +231,7 @@ def _cell(s: dict[str, float]) -> str:
 
 
 def reevaluate(run: str | Path, clips: Sequence[PocusClip], prior_adjust: bool = True,
-               cache_dir: str | None = "runs/.cache/real", test_all: bool = False
+               cache_dir: str | None = None, test_all: bool = False
                ) -> dict[str, Any]:
     """The report of a CV run folder from its saved raw predictions (no retraining).
 

@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold-seed", type=int, default=0)
     parser.add_argument("--max-frames", type=int, default=64)
     parser.add_argument("--commercial-only", action="store_true")
-    parser.add_argument("--cache-dir", default="runs/.cache/real")
+    parser.add_argument("--cache-dir", default=None,
+                        help="cache of decoded frames (default: the user cache, "
+                        "$PLEURA_CACHE_DIR or ~/.cache/pleura/real-frames; '' = none)")
     parser.add_argument("--json", default=None, help="write the report here")
 
 
@@ -46,9 +48,11 @@ def run(args: argparse.Namespace) -> int:
     from train.real import baselines
     from train.real.clips import trainable
     from train.real.cv import format_report, load_train_clips
+    from train.real.frames import default_cache_dir
     from train.real.sources import clip_sources, folds_for
 
     t0 = time.perf_counter()
+    args.cache_dir = default_cache_dir() if args.cache_dir is None else args.cache_dir
     clips = read_pocus_manifest(args.manifest)
     if args.cv_run:
         from train.real.cv import reevaluate

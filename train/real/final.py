@@ -18,7 +18,7 @@ from train.video.fit import fit_uninorm
 
 def train_final(clips: Sequence[PocusClip], cfg: RealConfig, out: str | Path,
                 commercial_only: bool = False,
-                cache_dir: str | None = "runs/.cache/real") -> dict[str, Any]:
+                cache_dir: str | None = None) -> dict[str, Any]:
     """Train on every trainable clip; write ``frame-weights.npz`` and ``real_run.json``.
 
     ``real_run.json`` lists every training clip with its licence and group, the bundle's

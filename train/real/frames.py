@@ -4,12 +4,15 @@ Frames go through the runtime's own decoder (:func:`stream.sources.decode_file`)
 preprocessing (:func:`engines.preprocess.letterbox`), so training sees exactly what the worker
 sees. A clip keeps at most ``max_frames`` frames, evenly spaced over the whole clip (neighbouring
 frames of a 30-fps clip are near duplicates). The cache is an ``.npz`` per clip (uint8, no
-pickle) keyed by the clip's size and mtime, the count and the size.
+pickle) keyed by the clip's size and mtime, the count and the size. It lives in the user's
+cache (:func:`default_cache_dir`: ``$PLEURA_CACHE_DIR``, else ``$XDG_CACHE_HOME/pleura``, else
+``~/.cache/pleura``, then ``real-frames/``), never in the working directory; delete it at will.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,13 @@ import numpy as np
 
 from engines.preprocess import letterbox, to_grey
 from stream.sources import decode_file
+
+
+def default_cache_dir() -> str:
+    """Where decoded training frames are cached (see the module docstring)."""
+    base = (os.environ.get("PLEURA_CACHE_DIR")
+            or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pleura"))
+    return str(Path(base) / "real-frames")
 
 
 @dataclass(frozen=True)
