@@ -167,3 +167,64 @@ def test_loso_cv_end_to_end_on_real_clips_and_reevaluation(tmp_path):
     assert again["split"] == "source"
     assert again["methods"]["uninorms"]["pooled"]["confusion"] == pooled["confusion"]
     assert again["source_probe"] == rep["source_probe"]
+
+
+# --------------------------------------------------------------------------- levers (#25 §2)
+
+
+def test_gradient_reversal_flips_and_scales_the_gradient():
+    import torch
+
+    from train.real.fit import grad_reverse
+
+    x = torch.ones(3, requires_grad=True)
+    (grad_reverse(x, 0.5) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert x.grad.tolist() == [-0.5, -1.0, -1.5]
+
+
+def test_source_balanced_sampling_weighs_sources_alike():
+    from train.real.fit import BalancedSampler, TrainClip
+
+    img = np.zeros((2, 8, 8), np.uint8)
+    flags = np.full(5, np.nan, np.float32)
+    clips = [TrainClip(f"a{i}", img, 0, flags, source="a") for i in range(9)]
+    clips += [TrainClip("b0", img, 0, flags, source="b")]
+    sampler = BalancedSampler(clips, np.random.default_rng(0), 0.0, balance="source")
+    draws = [sampler.draw()[0] for _ in range(2000)]
+    share_b = np.mean([clips[i].source == "b" for i in draws])
+    assert 0.45 < share_b < 0.55  # one clip of b weighs as much as nine of a
+    with pytest.raises(ValueError, match="'source'"):
+        BalancedSampler(clips, np.random.default_rng(0), balance="device")
+
+
+def test_device_look_keeps_the_frame_and_its_scan_area():
+    from train.real.fit import augment, device_look
+
+    rng = np.random.default_rng(1)
+    img = np.zeros((64, 64), np.uint8)
+    img[8:60, 10:54] = rng.integers(20, 200, (52, 44))
+    changed = 0
+    for _ in range(30):
+        out = device_look(img, rng)
+        assert out.shape == img.shape and out.dtype == np.uint8
+        changed += int(np.abs(out.astype(int) - img).mean() > 1)
+        y = augment(img, rng, "device")
+        assert y.shape == img.shape and y.dtype == np.float32 and 0 <= y.min() <= y.max() <= 1
+    assert changed >= 20  # most draws change the look
+
+
+def test_adversary_and_class_heads_train_and_stay_out_of_the_model(tmp_path):
+    from train.real.fit import RealConfig, TrainClip, train_model
+
+    rng = np.random.default_rng(0)
+    flags = np.full(5, np.nan, np.float32)
+    clips = [TrainClip(f"c{i}", rng.integers(0, 255, (3, 224, 224), dtype=np.uint8), i % 4,
+                       flags, source=f"s{i % 3}", klass=i % 4) for i in range(8)]
+    cfg = RealConfig(steps=3, batch=4, max_frames=3, augment="device", balance="source",
+                     adversary=0.3, class_weight=0.3, findings_weight=0)
+    model, _ = train_model(clips, cfg, tmp_path / "run")
+    logged = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
+    assert {"sord", "source", "class"} <= set(logged)
+    saved = np.load(tmp_path / "run" / "frame-weights.npz")
+    assert not any(k.startswith(("source", "klass")) for k in saved.files)
+    assert set(saved.files) == set(model.state_dict())

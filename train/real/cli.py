@@ -43,10 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=float, default=0.5, help="trunk channel multiplier")
     parser.add_argument("--findings-weight", type=float, default=0.5,
                         help="weight of the findings head's loss (0: no findings head)")
-    parser.add_argument("--augment", default="strong", choices=("strong", "geometric", "none"))
-    parser.add_argument("--balance", default="clip", choices=("clip", "group"),
-                        help="within a score draw a clip uniformly (clip, default) or a "
-                        "recording/patient group first (group)")
+    parser.add_argument("--augment", default="strong",
+                        choices=("strong", "device", "geometric", "none"),
+                        help="strong (default), device (strong + scanner randomisation: TGC, "
+                        "dynamic range, resolution, JPEG, haze, depth, burned-in text), "
+                        "geometric, none")
+    parser.add_argument("--balance", default="clip", choices=("clip", "group", "source"),
+                        help="within a score draw a clip uniformly (clip, default), a "
+                        "recording/patient group first (group) or a source first (source)")
+    parser.add_argument("--adversary", type=float, default=0.0,
+                        help="weight of a source classifier behind gradient reversal "
+                        "(domain-adversarial training; 0: off)")
+    parser.add_argument("--class-weight", type=float, default=0.0,
+                        help="weight of an auxiliary diagnosis-class head (class_label; 0: off)")
     parser.add_argument("--no-prior-adjust", action="store_true",
                         help="keep the balanced training prior (no logit adjustment)")
     parser.add_argument("--no-unlabelled", action="store_true",
@@ -108,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
                      unlabelled=not args.no_unlabelled, max_frames=args.max_frames,
                      init_from=args.init_from, sim_data=args.sim_data,
                      sim_share=args.sim_share, balance=args.balance,
+                     adversary=args.adversary, class_weight=args.class_weight,
                      prior_adjust=not args.no_prior_adjust, seed=args.seed,
                      threads=args.threads)
     from train.real.frames import default_cache_dir

@@ -32,6 +32,7 @@ from train.real.fit import (
     RealConfig,
     TrainClip,
     adjust_probs,
+    class_index,
     predict,
     predict_with_features,
     score_counts,
@@ -66,12 +67,15 @@ def load_train_clips(clips: Sequence[PocusClip], cache_dir: str | None, max_fram
                      group_of: dict[str, str] | None = None) -> dict[str, TrainClip]:
     """Decoded (cached) frames, score, flags and group of each clip."""
     group_of = group_of or clip_groups(clips)
+    source_of = clip_sources(clips)
     out = {}
     for c in clips:
         fr = load_clip(c.path, cache_dir, max_frames=max_frames)
         out[c.filename] = TrainClip(c.filename, fr.images,
                                     -1 if c.severity is None else c.severity, clip_flags(c),
-                                    group=group_of.get(c.filename, c.filename))
+                                    group=group_of.get(c.filename, c.filename),
+                                    source=source_of[c.filename],
+                                    klass=class_index(c.class_label))
     return out
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ class RealConfig:
         norm: "frame" (per-frame standardisation in the model) or "none".
         width: trunk channel multiplier (:class:`RealFrameNet`).
         findings_weight: weight of the findings BCE (0: no findings head).
-        augment: "strong" (geometry + gain/gamma/blur/speckle), "geometric" or "none".
+        augment: "strong" (geometry + gain/gamma/blur/speckle), "device" (strong + device
+            randomisation: TGC curve, dynamic range, resolution, JPEG, haze, depth, burned-in
+            text), "geometric" or "none".
         steps, batch, lr, weight_decay: Adam with a cosine decay to 5 % over ``steps``.
         unlabelled: clips without a score still train the findings head.
         max_frames: frames kept per clip (evenly spaced).
@@ -41,10 +44,18 @@ class RealConfig:
         sim_data: a simulated dataset (``pleura synth``) mixed into every batch, frames with
             their own ground-truth scores; ``sim_share`` of the samples come from it.
         balance: within a score, draw a recording/patient group uniformly, then a clip of it
-            ("group"; one device or patient with many clips does not dominate a score), or a
-            clip uniformly ("clip").
+            ("group"; one device or patient with many clips does not dominate a score), a
+            source uniformly, then a clip of it ("source"; the sources that hold a score weigh
+            alike in it), or a clip uniformly ("clip").
         prior_adjust: in eval mode, correct the logits from the balanced training prior to the
             training clips' score prior (:func:`train.real.model.set_prior`).
+        adversary: weight of a source classifier on the penultimate features behind gradient
+            reversal (domain-adversarial training, Ganin & Lempitsky 2015): the trunk is pushed
+            to features that do not tell the clip's source (0: off). Training only: the
+            exported model has no such head.
+        class_weight: weight of an auxiliary head predicting the clip's diagnosis class
+            (``class_label``: regular / COVID-19 / bacterial / viral, known for every POCUS
+            clip, also the unscored ones) (0: off; training only).
         seed, threads: torch/numpy seeds and CPU threads.
     """
 
@@ -63,6 +74,8 @@ class RealConfig:
     sim_share: float = 0.25
     balance: str = "clip"
     prior_adjust: bool = True
+    adversary: float = 0.0
+    class_weight: float = 0.0
     sord_multiplier: float = 2.0
     seed: int = 0
     threads: int = 1
@@ -87,6 +100,8 @@ class TrainClip:
     flags: np.ndarray
     domain: str = "real"
     group: str = ""
+    source: str = ""
+    klass: int = -1
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -101,9 +116,11 @@ def augment(img: np.ndarray, rng: np.random.Generator, kind: str) -> np.ndarray:
     (p 0.3, σ ≤ 0.15) — device and preset differences.
     """
     x = img
-    if kind == "strong" and rng.random() < 0.25:
+    if kind == "device":
+        x = device_look(x, rng)
+    if kind in ("strong", "device") and rng.random() < 0.25:
         x = zoom_middle(x, rng)
-    if kind in ("geometric", "strong"):
+    if kind in ("geometric", "strong", "device"):
         h, w = img.shape
         if rng.random() < 0.5:
             x = x[:, ::-1]
@@ -112,7 +129,7 @@ def augment(img: np.ndarray, rng: np.random.Generator, kind: str) -> np.ndarray:
         x = cv2.warpAffine(np.ascontiguousarray(x), m, (w, h), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     y = x.astype(np.float32) * (1.0 / 255.0)
-    if kind == "strong":
+    if kind in ("strong", "device"):
         y = np.clip(y * rng.uniform(0.6, 1.6), 0.0, 1.0) ** rng.uniform(0.6, 1.7)
         if rng.random() < 0.3:
             y = cv2.GaussianBlur(y, (0, 0), rng.uniform(0.3, 1.5))
@@ -120,6 +137,61 @@ def augment(img: np.ndarray, rng: np.random.Generator, kind: str) -> np.ndarray:
             y = y * (1.0 + rng.normal(0.0, rng.uniform(0.02, 0.15), y.shape).astype(np.float32))
         y = np.clip(y, 0.0, 1.0)
     return y
+
+
+DEVICE_CLASSES = ("regular", "covid-19", "bacterial pneumonia", "viral pneumonia")
+"""The POCUS ``class_label`` values, in the order of the auxiliary class head."""
+
+
+def device_look(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(H, W) uint8 → (H, W) uint8 as another scanner, preset and export path might show it.
+
+    Each with its own probability: a time-gain-compensation curve (smooth depth gain
+    0.55–1.6, p 0.5), another dynamic range (log compression, p 0.4), a coarser resolution
+    (down 1.5–3× and back, p 0.3), a shallower depth (the bottom 10–30 % black, p 0.2),
+    near-field haze (p 0.2), burned-in text and markers (p 0.3) and JPEG compression
+    (quality 15–70, p 0.3). The scanned area (> 8) stays where it was.
+    """
+    h, w = img.shape
+    y = img.astype(np.float32)
+    scanned = img > 8
+    if rng.random() < 0.5:
+        knots = rng.uniform(0.55, 1.6, 4)
+        gain = np.interp(np.linspace(0, 1, h), np.linspace(0, 1, 4), knots).astype(np.float32)
+        y = y * gain[:, None]
+    if rng.random() < 0.4:
+        a = rng.uniform(2.0, 30.0)
+        y = 255.0 * np.log1p(a * np.clip(y, 0, 255) / 255.0) / np.log1p(a)
+    if rng.random() < 0.3:
+        f = rng.uniform(1.5, 3.0)
+        small = cv2.resize(y, (max(8, int(w / f)), max(8, int(h / f))),
+                           interpolation=cv2.INTER_AREA)
+        y = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.2:
+        y[int(h * (1 - rng.uniform(0.1, 0.3))):] = 0
+    if rng.random() < 0.2:
+        depth = np.linspace(0, 1, h, dtype=np.float32)[:, None]
+        y = y + rng.uniform(10, 50) * np.exp(-depth / rng.uniform(0.05, 0.2))
+    y = np.where(scanned, y, 0.0)
+    out = np.clip(y, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        for _ in range(int(rng.integers(1, 4))):
+            text = "".join(rng.choice(list("ABCDEFGHKLMNPRSTUVXYZ0123456789.:- "),
+                                      int(rng.integers(2, 9))))
+            org = (int(rng.integers(0, max(1, w - 40))), int(rng.integers(10, h)))
+            cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, rng.uniform(0.3, 0.7),
+                        int(rng.integers(120, 256)), 1, cv2.LINE_AA)
+    if rng.random() < 0.3:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 71))])
+        if ok:
+            out = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return out
+
+
+def class_index(class_label: str) -> int:
+    """Index of a POCUS ``class_label`` in :data:`DEVICE_CLASSES` (-1: unknown)."""
+    label = (class_label or "").strip().lower()
+    return DEVICE_CLASSES.index(label) if label in DEVICE_CLASSES else -1
 
 
 def zoom_middle(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -151,8 +223,8 @@ class BalancedSampler:
 
     def __init__(self, clips: list[TrainClip], rng: np.random.Generator,
                  p_unlabelled: float = 0.2, p_sim: float = 0.0, balance: str = "clip") -> None:
-        if balance not in ("clip", "group"):
-            raise ValueError(f"balance must be 'clip' or 'group', got {balance!r}")
+        if balance not in ("clip", "group", "source"):
+            raise ValueError(f"balance must be 'clip', 'group' or 'source', got {balance!r}")
         self.clips, self.rng, self.balance = clips, rng, balance
         self.real = self._by_score([i for i, c in enumerate(clips) if c.domain == "real"])
         self.sim = self._by_score([i for i, c in enumerate(clips) if c.domain == "sim"])
@@ -174,10 +246,12 @@ class BalancedSampler:
             pool = self.sim if u < self.p_unlabelled + self.p_sim else self.real
             s = int(self.rng.choice(list(pool)))
             members = pool[s]
-            if self.balance == "group":
-                groups = sorted({self.clips[i].group or self.clips[i].name for i in members})
-                g = groups[int(self.rng.integers(len(groups)))]
-                members = [i for i in members if (self.clips[i].group or self.clips[i].name) == g]
+            if self.balance in ("group", "source"):
+                key = ((lambda c: c.group or c.name) if self.balance == "group"
+                       else (lambda c: c.source or c.group or c.name))
+                units = sorted({key(self.clips[i]) for i in members})
+                u = units[int(self.rng.integers(len(units)))]
+                members = [i for i in members if key(self.clips[i]) == u]
             ci = int(self.rng.choice(members))
         return ci, int(self.rng.integers(len(self.clips[ci].images)))
 
@@ -242,16 +316,72 @@ def build(cfg: RealConfig) -> RealFrameNet:
 
 
 def _batch(clips: list[TrainClip], sampler: BalancedSampler, cfg: RealConfig,
-           rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    xs, ys, fs = [], [], []
+           rng: np.random.Generator, sources: Sequence[str] = ()
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch: images, scores, finding flags, source index (-1: none), class (-1: unknown)."""
+    xs, ys, fs, ss, ks = [], [], [], [], []
     for _ in range(cfg.batch):
         ci, fi = sampler.draw()
         c = clips[ci]
         xs.append(augment(c.images[fi], rng, cfg.augment))
         ys.append(c.score)
         fs.append(c.flags)
+        ss.append(sources.index(c.source) if c.domain == "real" and c.source in sources else -1)
+        ks.append(c.klass if c.domain == "real" else -1)
     x = torch.from_numpy(np.stack(xs))[:, None].expand(-1, 3, -1, -1).contiguous()
-    return x, torch.tensor(ys), torch.from_numpy(np.stack(fs).astype(np.float32))
+    return (x, torch.tensor(ys), torch.from_numpy(np.stack(fs).astype(np.float32)),
+            torch.tensor(ss), torch.tensor(ks))
+
+
+class _GradReverse(torch.autograd.Function):
+    """Identity forward, gradient times ``-lam`` backward (gradient reversal)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lam: float) -> torch.Tensor:
+        ctx.lam = lam
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        return -ctx.lam * g, None
+
+
+def grad_reverse(x: torch.Tensor, lam: float) -> torch.Tensor:
+    return _GradReverse.apply(x, lam)
+
+
+def aux_heads(cfg: RealConfig, clips: Sequence[TrainClip]) -> tuple[torch.nn.ModuleDict, list[str]]:
+    """The training-only heads on the penultimate features: the source adversary and the
+    diagnosis class head (each only when its weight is > 0), and the sources it knows."""
+    sources = sorted({c.source for c in clips if c.domain == "real" and c.source})
+    heads = torch.nn.ModuleDict()
+    if cfg.adversary > 0 and len(sources) >= 2:
+        heads["source"] = torch.nn.Sequential(torch.nn.Linear(256, 64), torch.nn.ReLU(),
+                                              torch.nn.Linear(64, len(sources)))
+    if cfg.class_weight > 0:
+        heads["klass"] = torch.nn.Linear(256, len(DEVICE_CLASSES))
+    return heads, sources
+
+
+def aux_loss(heads: torch.nn.ModuleDict, h: torch.Tensor, src: torch.Tensor,
+             klass: torch.Tensor, cfg: RealConfig, progress: float
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Adversarial source loss (reversal strength ramped 0 → 1 as in Ganin & Lempitsky) and
+    the diagnosis class loss, on the samples that know their source / class."""
+    total = h.sum() * 0.0
+    parts: dict[str, float] = {}
+    if "source" in heads and (src >= 0).any():
+        lam = 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
+        k = src >= 0
+        l_s = F.cross_entropy(heads["source"](grad_reverse(h[k], lam)), src[k])
+        total = total + cfg.adversary * l_s
+        parts["source"] = float(l_s.detach())
+    if "klass" in heads and (klass >= 0).any():
+        k = klass >= 0
+        l_k = F.cross_entropy(heads["klass"](h[k]), klass[k])
+        total = total + cfg.class_weight * l_k
+        parts["class"] = float(l_k.detach())
+    return total, parts
 
 
 def loss_terms(out: dict, y: torch.Tensor, flags: torch.Tensor, cfg: RealConfig
@@ -287,7 +417,10 @@ def train_model(clips: list[TrainClip], cfg: RealConfig, out: str | Path | None 
         torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     model = build(cfg).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    heads, sources = aux_heads(cfg, clips)
+    heads.train()
+    opt = torch.optim.Adam(list(model.parameters()) + list(heads.parameters()), lr=cfg.lr,
+                           weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     if cfg.sim_data:
@@ -301,8 +434,13 @@ def train_model(clips: list[TrainClip], cfg: RealConfig, out: str | Path | None 
         log_f = (out_dir / "log.jsonl").open("w")
     t0, recent = time.perf_counter(), []
     for step in range(cfg.steps):
-        x, y, flags = _batch(clips, sampler, cfg, rng)
-        loss, parts = loss_terms(model(x), y, flags, cfg)
+        x, y, flags, src, klass = _batch(clips, sampler, cfg, rng, sources)
+        out = model(x)
+        loss, parts = loss_terms(out, y, flags, cfg)
+        if len(heads):
+            extra, more = aux_loss(heads, out["features"], src, klass, cfg, step / cfg.steps)
+            loss = loss + extra
+            parts.update(more)
         opt.zero_grad()
         loss.backward()
         opt.step()
