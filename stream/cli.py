@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("stream.serve", "deploy the scoring models on a Ray cluster (the [serve] extra)"),
     "train": ("train.cli_train", "train a stage: pleura train frame|video|seg ..."),
     "eval": ("train.cli_eval", "evaluate a stage: pleura eval frame|video|seg ..."),
+    "adapt": ("train.real.adapt", "adapt a real-scan bundle to a new site from unlabelled clips"),
 }
 
 _TRAIN_EXTRA_HINT = (

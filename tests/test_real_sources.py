@@ -167,6 +167,12 @@ def test_loso_cv_end_to_end_on_real_clips_and_reevaluation(tmp_path):
     assert again["split"] == "source"
     assert again["methods"]["uninorms"]["pooled"]["confusion"] == pooled["confusion"]
     assert again["source_probe"] == rep["source_probe"]
+    # pleura adapt under LOSO: each fold's model adapted on its held-out source, unlabelled
+    adapted = reevaluate(tmp_path / "loso", clips, prior_adjust=True, cache_dir=None,
+                         adapt=["prior", "bn"])
+    assert [a["n_clips"] for a in adapted["adaptation"]] == [len(pick[s][:4]) for s in sorted(pick)]
+    assert all(a["parts"] == ["prior", "bn"] for a in adapted["adaptation"])
+    assert adapted["methods"]["uninorms"]["pooled"]["n"] == pooled["n"]
 
 
 # --------------------------------------------------------------------------- levers (#25 §2)

@@ -235,13 +235,18 @@ def _cell(s: dict[str, float]) -> str:
 
 
 def reevaluate(run: str | Path, clips: Sequence[PocusClip], prior_adjust: bool = True,
-               cache_dir: str | None = None, test_all: bool = False
-               ) -> dict[str, Any]:
+               cache_dir: str | None = None, test_all: bool = False,
+               adapt: Sequence[str] = ()) -> dict[str, Any]:
     """The report of a CV run folder from its saved raw predictions (no retraining).
 
     ``test_all``: also score, with each fold's saved weights, the test-fold clips the run did
     not train on for another reason (e.g. the non-commercial clips of a ``--commercial-only``
     run), so its figures are on the same clips as every other row.
+
+    ``adapt``: parts of :func:`train.real.adapt.adapt_model` (``prior``, ``bn``) applied to
+    each fold's model on that fold's held-out clips *without their labels* (under LOSO: the
+    held-out source, as ``pleura adapt`` would at a new site) before they are scored; the
+    training clips' probabilities and the uninorm stay as without adaptation.
     """
     run = Path(run)
     cfg = RealConfig.from_dict(json.loads((run / "fold0" / "config.json").read_text()))
@@ -263,15 +268,43 @@ def reevaluate(run: str | Path, clips: Sequence[PocusClip], prior_adjust: bool =
         if test_all:
             _predict_missing(run / f"fold{k}", cfg, data, folds.test(k), probs, finds)
         results.append({"train": train, "test": [n for n in folds.test(k) if n in probs],
-                        "probs": probs, "findings": finds,
+                        "probs": probs, "findings": finds, "fold_dir": str(run / f"fold{k}"),
                         "features": {n: v for n, v in feats.items() if n in probs}})
     seen = {n for r in results for n in r["probs"]}
     data = {n: c for n, c in data.items() if n in seen}
+    if adapt:
+        results = [_adapted(r, cfg, data, adapt, prior_adjust) for r in results]
+        prior_adjust = False  # the adapted results already carry their priors
     rep = evaluate_folds(results, data, prior_adjust, clip_sources(clips))
+    if adapt:
+        rep["adaptation"] = [r["adaptation"] for r in results]
     rep.update({"k": len(results), "wall_s": 0.0, "config": asdict(cfg),
                 "prior_adjust": prior_adjust, "split": split,
                 "fold_names": list(folds.names)})
     return rep
+
+
+def _adapted(r: dict[str, Any], cfg: RealConfig, data: dict[str, TrainClip],
+             parts: Sequence[str], prior_adjust: bool) -> dict[str, Any]:
+    """One fold's results with its held-out clips scored by its model adapted on them."""
+    from dataclasses import replace as dc_replace
+
+    from train.real.adapt import adapt_model
+    from train.real.fit import build, load_weights
+    from train.real.model import set_prior
+
+    counts = score_counts([data[t] for t in r["train"]])
+    model = build(dc_replace(cfg, init_from=None))
+    fold_dir = Path(r["fold_dir"])
+    load_weights(model, fold_dir / "frame-weights.npz")
+    if prior_adjust:
+        set_prior(model, counts)
+    test = [n for n in r["test"] if n in data]
+    report = adapt_model(model, [data[n].images for n in test], parts)
+    probs = {n: (adjust_probs(p, counts) if prior_adjust else p) for n, p in r["probs"].items()}
+    for n in test:
+        probs[n] = predict(model, data[n].images)[0]
+    return dict(r, probs=probs, adaptation={k: v for k, v in report.items() if k != "clips"})
 
 
 def _predict_missing(fold_dir: Path, cfg: RealConfig, data: dict[str, TrainClip],

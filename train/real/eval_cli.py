@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=("source", "group"), default="source",
                         help="folds: leave-one-source-out (source, default) or grouped k-fold "
                         "(group; folds share sources)")
+    parser.add_argument("--adapt", default="",
+                        help="with --cv-run: adapt each fold's model on its held-out clips "
+                        "without their labels before scoring them (pleura adapt's parts: "
+                        "prior, bn, or prior,bn)")
     parser.add_argument("--k", type=int, default=5, help="grouped folds (with --split group)")
     parser.add_argument("--fold-seed", type=int, default=0)
     parser.add_argument("--max-frames", type=int, default=64)
@@ -57,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if args.cv_run:
         from train.real.cv import reevaluate
 
+        adapt = [p.strip() for p in args.adapt.split(",") if p.strip()]
         rep = reevaluate(args.cv_run, clips, not args.no_prior_adjust, args.cache_dir or None,
-                         test_all=args.test_all)
+                         test_all=args.test_all, adapt=adapt)
         print(format_report(rep))
         if args.json:
             Path(args.json).write_text(json.dumps(rep, indent=2))
