@@ -2,11 +2,14 @@
 
 Usage::
 
-    .venv/bin/python scripts/real_table.py NAME=FILE.json[:METHOD] ... > table.md
+    .venv/bin/python scripts/real_table.py [--pooled] NAME=FILE.json[:METHOD] ... > table.md
 
 FILE is a ``cv.json`` of ``pleura train real --cv`` (METHOD defaults to ``uninorms``, the
 product's video score) or the ``--json`` of ``pleura eval real`` (its only method). Cells are
-mean ± sd over the grouped folds.
+mean ± sd over the grouped folds; with ``--pooled`` (the leave-one-source-out table, whose
+folds are single sources, many of one class) the metrics pooled over every held-out clip, then
+the mean within-source AUROC, the findings AUROC of B-lines and the source probe's accuracy
+where the file has them.
 """
 
 from __future__ import annotations
@@ -36,7 +39,36 @@ def row(name: str, spec: str) -> str:
     return f"| {name} | " + " | ".join(cell(m[k]) for k in KEYS) + " |"
 
 
+POOLED_HEAD = (*HEAD, "within-source AUROC", "B-line AUROC", "source probe")
+
+
+def _num(v) -> str:
+    return "n/a" if v is None or v != v else f"{v:.3f}"
+
+
+def pooled_row(name: str, spec: str) -> str:
+    path, _, method = spec.partition(":")
+    rep = json.loads(Path(path).read_text())
+    methods = rep["methods"]
+    key = method or ("uninorms" if "uninorms" in methods else next(iter(methods)))
+    pooled = methods[key]["pooled"]
+    ws = (rep.get("within_source") or {}).get(key) or {}
+    bl = (rep.get("findings") or {}).get("b_lines") or {}
+    probe = rep.get("source_probe") or {}
+    cells = [_num(pooled.get(k)) for k in KEYS]
+    cells += [_num((ws.get("mean") or {}).get("auroc")), _num(bl.get("auroc")),
+              _num(probe.get("accuracy"))]
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--pooled"]:
+        print("| row | " + " | ".join(POOLED_HEAD) + " |")
+        print("|---|" + "---|" * len(POOLED_HEAD))
+        for item in argv[1:]:
+            name, _, spec = item.partition("=")
+            print(pooled_row(name, spec))
+        return 0
     print("| row | " + " | ".join(HEAD) + " |")
     print("|---|" + "---|" * len(HEAD))
     for item in argv:

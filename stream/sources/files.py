@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,37 @@ from stream.sources.truncation import gif_trailer_ok, truncation
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MAX_PIXELS_ENV = "PLEURA_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 4096 * 4096
+"""Frames larger than this (16.8 MP; a 4K capture is 8.3 MP, no ultrasound scanner sends more)
+are refused at decode, before any is converted: a tiny file of huge frames (a "pixel bomb")
+would otherwise take gigabytes. ``$PLEURA_MAX_PIXELS`` sets another limit."""
+
+
+def max_pixels() -> int:
+    """The frame-size limit in force (:data:`DEFAULT_MAX_PIXELS` or ``$PLEURA_MAX_PIXELS``)."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        raise SourceError(f"${MAX_PIXELS_ENV}={text!r} is not an integer number of pixels "
+                          f"(default {DEFAULT_MAX_PIXELS})") from None
+    if value <= 0:
+        raise SourceError(f"${MAX_PIXELS_ENV}={value} must be positive")
+    return value
+
+
+def check_frame_size(path: Path, width: int, height: int) -> None:
+    """Raise :class:`SourceError` for frames above :func:`max_pixels`."""
+    limit = max_pixels()
+    if width * height > limit:
+        raise SourceError(
+            f"{path}: frames of {width}x{height} ({width * height / 1e6:.1f} MP) exceed the "
+            f"limit of {limit / 1e6:.1f} MP; an ultrasound clip is far smaller (this looks "
+            f"like a decompression bomb). Downscale the video, or raise ${MAX_PIXELS_ENV} "
+            "if it is genuine")
 
 
 # --------------------------------------------------------------------------- decoding
@@ -57,6 +89,12 @@ def _open_container(path: Path):
     if not container.streams.video:
         container.close()
         raise SourceError(f"{path}: has no video stream")
+    cc = container.streams.video[0].codec_context
+    try:
+        check_frame_size(path, int(cc.width or 0), int(cc.height or 0))
+    except SourceError:
+        container.close()
+        raise
     return container
 
 
@@ -109,6 +147,7 @@ def _decode_container(path: Path, max_frames: int | None = None) -> Iterator[Dec
             if packet.size:
                 tail_error = False
             for frame in frames:
+                check_frame_size(path, frame.width, frame.height)  # a size change mid-stream
                 t = frame.time
                 if t is None:
                     t = index / rate
