@@ -86,13 +86,34 @@ def resolve(cfg: PleuraConfig) -> PleuraConfig:
     return replace(cfg, live=live, capture=capture, worker=replace(cfg.worker, bundle=bundle))
 
 
+def printable_config(cfg: PleuraConfig) -> str:
+    """``--print-config``'s TOML: the config in force, the login's password left out (the
+    ``auth`` key becomes a comment naming the user, so the output still loads as a config)."""
+    data = to_dict(cfg)
+    auth = data["ui"].pop("auth", None)
+    text = dumps_toml(data)
+    if auth is not None:
+        masked = json.dumps(auth.partition(":")[0] + ":...")  # escaped: no line break gets out
+        text = text.replace("[ui]\n", f"[ui]\n# auth = {masked} is set; the password is not "
+                            "printed (give it with --auth or PLEURA_AUTH)\n", 1)
+    return text
+
+
+def redacted(cfg: PleuraConfig) -> dict:
+    """``to_dict(cfg)`` with the login's password replaced by ``***`` (for the stats JSON)."""
+    data = to_dict(cfg)
+    if "auth" in data["ui"]:
+        data["ui"]["auth"] = data["ui"]["auth"].partition(":")[0] + ":***"
+    return data
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = live_config(args)
     except ConfigError as exc:
         raise SystemExit(f"pleura live: {exc}") from None
     if args.print_config:
-        print(dumps_toml(to_dict(cfg)), end="")
+        print(printable_config(cfg), end="")
         return 0
     cfg = resolve(cfg)
     live = cfg.live
@@ -118,7 +139,7 @@ def _report(stats: RunStats, cfg: PleuraConfig) -> None:
     """Print the run's summary; write it (with the command and the config) to ``stats_json``."""
     summary = stats.summary()
     summary["command"] = "pleura " + shlex.join(sys.argv[1:])
-    summary["config"] = to_dict(cfg)
+    summary["config"] = redacted(cfg)
     if cfg.live.stats_json:
         Path(cfg.live.stats_json).write_text(json.dumps(summary, indent=1) + "\n")
         log.info("statistics written to %s", cfg.live.stats_json)

@@ -228,13 +228,23 @@ class UiSettings(Options):
     SECTION: ClassVar[str] = "ui"
 
     host: str = option("127.0.0.1", "bind address of the page (anything but loopback needs "
-                                    "auth)")
+                                    "auth, and TLS for the login)")
     port: int = option(7860, "port of the page", check=port_number)
     auth: str | None = option(None, "require a login USER:PASSWORD (or set PLEURA_AUTH)",
                               metavar="USER:PASSWORD")
     share: bool = option(False, "create a public Gradio share link (needs auth)")
     demo_dir: str | None = option(None, "folder of demo clips offered as sources (default: "
                                         "stream/demo)", metavar="DIR")
+    tls_cert: str | None = option(None, "serve the page over HTTPS with this certificate (PEM; "
+                                        "needs --tls-key)", metavar="FILE")
+    tls_key: str | None = option(None, "private key of --tls-cert (PEM, no passphrase)",
+                                 metavar="FILE")
+    allow_plain_http: bool = option(False, "accept a login beyond loopback over plain HTTP "
+                                           "(the password crosses the network in clear text)")
+    allowed_hosts: tuple[str, ...] = option((), "a host name the page answers to besides "
+                                                "loopback, IP addresses and --host (the name in "
+                                                "the browser's address bar); repeat for several",
+                                            flag="--allowed-host", metavar="NAME")
 
 
 @dataclass(frozen=True, kw_only=True)

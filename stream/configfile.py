@@ -133,7 +133,8 @@ def read_file(path: str | os.PathLike) -> dict[str, Any]:
     """A config file as {section: {key: value}}: TOML (``.toml``) or JSON (``.json``).
 
     Raises:
-        ConfigError: a missing or unreadable file, a syntax error, or another suffix.
+        ConfigError: a missing or unreadable file, text that is not UTF-8, a syntax error, or
+            another suffix.
     """
     p = Path(path)
     if p.suffix not in (".toml", ".json"):
@@ -142,6 +143,10 @@ def read_file(path: str | os.PathLike) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # e.g. saved as Latin-1 / Windows-1252 by an editor
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}"
+                          f" on line {line}); save it as UTF-8") from None
     try:
         data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:

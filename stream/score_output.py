@@ -6,13 +6,13 @@ The JSON document itself is built by :func:`stream.score.score_paths` (schema:
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from engines.findings import finding_label
+from stream.csvsafe import SafeDictWriter
 
 
 def summary_line(i: int, n: int, rec: dict[str, Any]) -> str:
@@ -52,7 +52,7 @@ def write_clips_csv(path: str | Path, clips: Sequence[dict[str, Any]]) -> None:
     """One row per clip: :data:`CSV_FIELDS`, then the clip mean of each finding (if any)."""
     names = list(dict.fromkeys(n for c in clips for n in _clip_findings(c)))
     with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=[*CSV_FIELDS, *(f"{n}_mean" for n in names)])
+        w = SafeDictWriter(f, fieldnames=[*CSV_FIELDS, *(f"{n}_mean" for n in names)])
         w.writeheader()
         for c in clips:
             has_video = bool(c.get("n_frames"))

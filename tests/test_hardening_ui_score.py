@@ -164,7 +164,7 @@ def _oversized_upload_status(base: str, claimed: int) -> bytes:
     """Announce a ``claimed``-byte upload and send none of it: the answer must come anyway."""
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as s:
-        s.sendall(b"POST /gradio_api/upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/"
+        s.sendall(b"POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/"
                   b"form-data; boundary=b\r\nContent-Length: " + str(claimed).encode()
                   + b"\r\n\r\n")
         return s.recv(200)

@@ -21,9 +21,10 @@ from starlette.middleware import Middleware
 
 from ui import controls, exam, live_routes, report
 from ui.bundles import BundleChoice
+from ui.httpguard import HostGuard, LoginLimits, LoginThrottle, allowed_names, host_name
 from ui.livepage import CSS, live_html
 from ui.result_feed import ControlPublisher, ResultStore, ResultSubscriber
-from ui.safety import DISCLAIMER, UploadLimits, check_exposure
+from ui.safety import DISCLAIMER, UploadLimits, check_exposure, check_transport
 from ui.uploads import PrivateTempDir, UploadGuard
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ class PageConfig:
         results_addr: where the worker publishes RESULT messages (we connect, SUB).
         control_addr: where CONTROL messages go (we connect a PUB unless ``control_bind``),
             one address or several; None disables the control buttons.
-        host, port: where the page is served. Anything but loopback needs ``auth``.
+        host, port: where the page is served. Anything but loopback needs ``auth``, and a
+            login beyond loopback needs TLS (or ``allow_plain_http``).
         auth: (user, password) or None.
         share: create a public Gradio share link (needs ``auth``).
         bundle: model bundle for the offline report (None: the default bundle).
@@ -48,6 +50,11 @@ class PageConfig:
         report_dir: where report files are written (None: the server's temporary folder,
             removed on exit).
         live_limits: bounds of the live endpoints (long-polls, streams, deadlines).
+        tls_cert, tls_key: serve HTTPS with this certificate and key (PEM files), or None.
+        allow_plain_http: accept a login beyond loopback over plain HTTP.
+        allowed_hosts: host names answered besides loopback, IP addresses and ``host``
+            (:mod:`ui.httpguard`).
+        login_limits: how failed logins are throttled.
     """
 
     results_addr: str
@@ -64,6 +71,11 @@ class PageConfig:
     control_bind: bool = False
     report_dir: Path | None = None
     live_limits: live_routes.LiveLimits = field(default_factory=live_routes.LiveLimits)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    allow_plain_http: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    login_limits: LoginLimits = field(default_factory=LoginLimits)
 
 
 def demo_clips(demo_dir: Path | None) -> dict[str, Path]:
@@ -121,6 +133,8 @@ class Server:
 
     def __init__(self, cfg: PageConfig) -> None:
         check_exposure(cfg.host, cfg.share, cfg.auth)
+        check_transport(cfg.host, cfg.auth, cfg.tls_cert, cfg.tls_key, cfg.allow_plain_http)
+        self.host_names = allowed_names(cfg.host, cfg.allowed_hosts)
         self.temp = PrivateTempDir()  # before the Blocks: Gradio reads it when they are built
         if cfg.report_dir is None:
             cfg = replace(cfg, report_dir=self.temp.path / "reports")
@@ -134,17 +148,31 @@ class Server:
         self._stop = threading.Event()  # wait() returns when set; open live streams end
         self._closed = threading.Event()  # close() ran
 
+    def middleware(self) -> list[Middleware]:
+        """In front of Gradio's routes, outermost first: the Host check and security headers,
+        the login throttle (with a login), the upload limits."""
+        guards = [Middleware(HostGuard, names=self.host_names)]
+        if self.cfg.auth is not None:
+            guards.append(Middleware(LoginThrottle, limits=self.cfg.login_limits))
+        return [*guards, Middleware(UploadGuard, limits=self.cfg.limits)]
+
     def start(self) -> str:
         """Start serving (non-blocking); returns the local URL."""
         self.subscriber.start()
         self.subscriber.ready.wait(5)
+        cfg = self.cfg
         app, url, share_url = self.blocks.launch(
-            server_name=self.cfg.host, server_port=self.cfg.port, auth=self.cfg.auth,
-            share=self.cfg.share, prevent_thread_lock=True, quiet=True, show_error=False,
-            max_file_size=self.cfg.limits.max_bytes, ssr_mode=False, footer_links=[],
+            server_name=cfg.host, server_port=cfg.port, auth=cfg.auth,
+            share=cfg.share, prevent_thread_lock=True, quiet=True, show_error=False,
+            max_file_size=cfg.limits.max_bytes, ssr_mode=False, footer_links=[],
             head=f"<script>{live_routes.live_js()}\n{exam.exam_js()}</script>", css=CSS,
-            app_kwargs={"middleware": [Middleware(UploadGuard, limits=self.cfg.limits)]},
+            app_kwargs={"middleware": self.middleware()},
+            # the start-up self-check calls this server by its bind address, which a
+            # certificate for the host's name does not cover
+            ssl_certfile=cfg.tls_cert, ssl_keyfile=cfg.tls_key, ssl_verify=False,
         )
+        if share_url:  # the share tunnel forwards requests under its own name
+            self.host_names.add(host_name(share_url.split("//", 1)[-1].split("/", 1)[0]))
         app.include_router(live_routes.live_router(self.store, self.renderer,
                                             _auth_checker(app, self.cfg.auth),
                                             limits=self.cfg.live_limits, stopping=self._stop))
@@ -184,6 +212,8 @@ def serve(results_addr: str, control_addr: str | Sequence[str] | None = None,
           port: int = 7860, auth: tuple[str, str] | None = None, bundle_info: str = "",
           *, share: bool = False, bundle: str | None = None, backend: str = "auto",
           demo_dir: Path | None = None, control_bind: bool = False,
+          tls_cert: str | None = None, tls_key: str | None = None,
+          allow_plain_http: bool = False, allowed_hosts: Sequence[str] = (),
           block: bool = True) -> Server:
     """Serve the page (the supervisor's entry point for the UI process).
 
@@ -193,17 +223,21 @@ def serve(results_addr: str, control_addr: str | Sequence[str] | None = None,
         host, port: bind address of the page; non-loopback needs ``auth``.
         auth: (user, password) or None.
         bundle_info: bundle label shown on the page.
-        share, bundle, backend, demo_dir, control_bind: see :class:`PageConfig`.
+        share, bundle, backend, demo_dir, control_bind, tls_cert, tls_key, allow_plain_http,
+            allowed_hosts: see :class:`PageConfig`.
         block: wait until Ctrl-C / SIGTERM (True) or return the running :class:`Server`.
 
     Raises:
-        ui.safety.SafetyError: exposure without authentication.
+        ui.safety.SafetyError: exposure without authentication, a login over plain HTTP beyond
+            loopback, or TLS files that do not load.
     """
     if control_addr is not None and not isinstance(control_addr, str):
         control_addr = tuple(control_addr)
     cfg = PageConfig(results_addr=results_addr, control_addr=control_addr, host=host, port=port,
                    auth=auth, share=share, bundle=bundle, backend=backend,
-                   bundle_info=bundle_info, demo_dir=demo_dir, control_bind=control_bind)
+                   bundle_info=bundle_info, demo_dir=demo_dir, control_bind=control_bind,
+                   tls_cert=tls_cert, tls_key=tls_key, allow_plain_http=allow_plain_http,
+                   allowed_hosts=tuple(allowed_hosts))
     server = Server(cfg)
     server.start()
     if block:

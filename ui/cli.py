@@ -3,7 +3,9 @@
     pleura ui --results tcp://gpu-box:5556 --control tcp://gpu-box:5557 --port 7860
 
 Binds 127.0.0.1 unless ``--host`` says otherwise, and then only with ``--auth user:password``
-(or ``PLEURA_AUTH``). ``--config FILE`` reads the ``[ui]`` section
+(or ``PLEURA_AUTH``) and TLS (``--tls-cert FILE --tls-key FILE``; ``--allow-plain-http`` accepts
+the login in clear text). Requests for another host name than loopback, an IP address, ``--host``
+or an ``--allowed-host`` get 421 (:mod:`ui.httpguard`). ``--config FILE`` reads the ``[ui]`` section
 (:class:`stream.config.UiConfig`); flags override it.
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 from stream.config import UiConfig
 from stream.options import add_config_argument, add_flags, process_config
 from ui.result_feed import check_address
-from ui.safety import SafetyError, check_exposure, resolve_auth
+from ui.safety import SafetyError, check_exposure, check_transport, resolve_auth
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = process_config(UiConfig, args)
         auth = resolve_auth(cfg.auth)
         check_exposure(cfg.host, cfg.share, auth)
+        check_transport(cfg.host, auth, cfg.tls_cert, cfg.tls_key, cfg.allow_plain_http)
         check_address(cfg.results_addr, "results")
         for a in cfg.control_addrs:
             check_address(a, "control")
@@ -47,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
               auth=auth, bundle_info=str(cfg.bundle or "default"), share=cfg.share,
               bundle=cfg.bundle, backend=cfg.backend,
               demo_dir=Path(cfg.demo_dir) if cfg.demo_dir else None,
-              control_bind=cfg.control_bind, block=True)
+              control_bind=cfg.control_bind, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
+              allow_plain_http=cfg.allow_plain_http, allowed_hosts=cfg.allowed_hosts,
+              block=True)
     except OSError as exc:  # port taken, address not available
         print(f"pleura ui: cannot serve on {cfg.host}:{cfg.port}: {exc} "
               "(pick another --port)", file=sys.stderr)

@@ -10,7 +10,6 @@ numbers; this module only validates the upload, draws and writes files.
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 import logging
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engines.findings import finding_label
+from stream.csvsafe import SafeWriter
 from ui import overlay, timeline
 from ui.result_feed import expected_score
 from ui.safety import SafetyError, UploadLimits, check_upload
@@ -94,7 +94,7 @@ def write_frames_csv(report: ClipReport, path: Path) -> Path:
     """
     names = report.finding_names
     with open(path, "w", newline="") as f:
-        w = csv.writer(f)
+        w = SafeWriter(f)
         w.writerow(["frame", "score", "p0", "p1", "p2", "p3", "video_score",
                     "video_p0", "video_p1", "video_p2", "video_p3", *names])
         for r in report.rows:

@@ -3,14 +3,21 @@
 Rules (issue 8): the page binds 127.0.0.1 by default; binding any other interface or creating a
 public share link needs authentication (``--auth user:password`` or ``PLEURA_AUTH``); uploads
 are limited in size, duration and type, and a refused upload gets a message, never a traceback.
+Issue #29: a login served beyond loopback needs TLS (``--tls-cert`` / ``--tls-key``), since the
+password would otherwise cross the network in clear text; ``--allow-plain-http`` accepts that
+explicitly (and is logged as a warning at every start).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 AUTH_ENV = "PLEURA_AUTH"
 """Environment variable holding ``user:password`` (so the password is not in ``ps`` output)."""
@@ -89,6 +96,41 @@ def check_exposure(host: str, share: bool, auth: tuple[str, str] | None) -> None
             f"refusing to bind {host!r} without authentication: anyone on the network could "
             f"open the page. Add --auth user:password (or set {AUTH_ENV}=user:password), "
             "or bind 127.0.0.1.")
+
+
+def check_transport(host: str, auth: tuple[str, str] | None, tls_cert: str | None,
+                    tls_key: str | None, allow_plain_http: bool = False) -> None:
+    """Refuse a login sent in clear text over the network; check the TLS files.
+
+    Loopback and a page without login need no TLS (nothing secret crosses the network; a share
+    link is HTTPS at its public end). Beyond loopback, ``--auth`` needs ``--tls-cert`` and
+    ``--tls-key`` unless ``allow_plain_http`` says plain HTTP is accepted (then a warning is
+    logged).
+
+    Raises:
+        SafetyError: one TLS file without the other, a certificate / key that does not load, or a
+            login beyond loopback over plain HTTP without ``allow_plain_http``.
+    """
+    if (tls_cert is None) != (tls_key is None):
+        raise SafetyError("TLS needs both --tls-cert FILE and --tls-key FILE (tls_cert and "
+                          "tls_key in the [ui] section)")
+    if tls_cert is not None and tls_key is not None:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls_cert, tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise SafetyError(f"cannot use the TLS certificate {tls_cert} with key {tls_key}: "
+                              f"{getattr(exc, 'strerror', None) or exc} (both PEM files; the key "
+                              "without a passphrase)") from None
+        return
+    if auth is None or is_local_host(host):
+        return
+    if not allow_plain_http:
+        raise SafetyError(
+            f"refusing to serve the login on {host!r} over plain HTTP: the password would cross "
+            "the network in clear text. Give --tls-cert FILE --tls-key FILE (PEM), or bind "
+            "127.0.0.1 behind an HTTPS proxy, or accept clear text with --allow-plain-http.")
+    log.warning("SERVING THE LOGIN ON %s OVER PLAIN HTTP (--allow-plain-http): the password "
+                "crosses the network in clear text", host)
 
 
 def check_upload(path: str | Path | None, limits: UploadLimits = UploadLimits()) -> Path:

@@ -2,7 +2,9 @@
 
 Gradio's upload route stores any file it is sent; the ``file_types`` of ``gr.File`` only filter
 the browser's file picker. :class:`UploadGuard` sits in front of that route: a body larger than
-the limit is refused from its ``Content-Length`` before it is read (413), and a stored file
+the limit is refused from its ``Content-Length`` before it is read (413), a body without one
+(``Transfer-Encoding: chunked``) is counted as it arrives and refused the moment it passes the
+limit, with nothing more read and what Gradio stored of it deleted (413), and a stored file
 whose name is not a video type is deleted and refused (415). :class:`PrivateTempDir` gives one
 server its own temporary folder (uploads, Gradio's cache, reports) and removes it on close, so
 nothing uploaded outlives the process (issue #15).
@@ -18,6 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ui.safety import UploadLimits
@@ -63,10 +66,22 @@ class UploadGuard:
         length = _content_length(scope)
         if length is not None and length > self.limits.max_bytes + MULTIPART_SLACK:
             await _plain(send, 413, f"upload of {length / 1e6:.1f} MB refused; the limit is "
-                         f"{self.limits.max_bytes / 1e6:.0f} MB")
+                         f"{self.limits.max_bytes / 1e6:.0f} MB", close=True)
             return
         start: Message = {}
         body: list[bytes] = []
+        received, most = 0, self.limits.max_bytes + MULTIPART_SLACK
+        refusal = (f"upload refused: more than the limit of {self.limits.max_bytes / 1e6:.0f} MB "
+                   "(the maximum allowed size)")
+
+        async def counted() -> Message:  # a chunked body has no Content-Length to check
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > most:
+                    raise UploadTooLargeError(refusal)
+            return message
 
         async def hold(message: Message) -> None:  # the answer is a short JSON list of paths
             nonlocal start
@@ -75,9 +90,18 @@ class UploadGuard:
                 return
             body.append(message.get("body", b""))
             if not message.get("more_body", False):
-                await self._answer(start, b"".join(body), send)
+                if received > most:  # whatever the route made of the error: a 413
+                    await _plain(send, 413, refusal, close=True)
+                else:
+                    await self._answer(start, b"".join(body), send)
 
-        await self.app(scope, receive, hold)
+        try:
+            await self.app(scope, counted, hold)
+        except UploadTooLargeError:  # not turned into an answer by the route: answer here
+            await _plain(send, 413, refusal, close=True)
+        if received > most:
+            log.warning("refused an upload without Content-Length after %.1f MB (limit %.0f MB);"
+                        " the rest was not read", received / 1e6, self.limits.max_bytes / 1e6)
 
     async def _answer(self, start: Message, body: bytes, send: Send) -> None:
         paths = _stored_paths(start, body)
@@ -90,6 +114,11 @@ class UploadGuard:
             return
         await send(start)
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class UploadTooLargeError(MultiPartException):
+    """Raised from the body reader when an upload passes the limit. A multipart error, so the
+    upload route's parser stops reading, deletes the part files it wrote and answers."""
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -113,11 +142,14 @@ def _stored_paths(start: Message, body: bytes) -> list[str]:
     return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
 
 
-async def _plain(send: Send, status: int, text: str) -> None:
+async def _plain(send: Send, status: int, text: str, close: bool = False) -> None:
+    """A short text answer; ``close``: end the connection after it, so the server reads no more
+    of a refused body (it would otherwise read and drop the rest to keep the connection)."""
     data = text.encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"),
+               (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                            (b"content-length", str(len(data)).encode())]})
+                "headers": headers + [(b"connection", b"close")] * close})
     await send({"type": "http.response.body", "body": data, "more_body": False})
 
 

@@ -8,11 +8,11 @@ and chest position, the protocol's source and the research-use notice.
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 from typing import Any
 
+from stream.csvsafe import SafeDictWriter
 from stream.exam.protocols import PROTOCOL_SOURCES
 from stream.exam.scale import NOTICE
 from stream.exam.scoring import findings_text
@@ -56,7 +56,7 @@ def csv_rows(exam: Exam) -> list[dict[str, Any]]:
 
 def csv_text(exam: Exam) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    w = SafeDictWriter(buf, fieldnames=CSV_FIELDS)
     w.writeheader()
     w.writerows(csv_rows(exam))
     return buf.getvalue()

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.sources.base import DecodedFrame, SourceError
+from stream.sources.base import DecodedFrame, SourceError, TruncatedError
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -94,6 +94,8 @@ def decode_dicom(path: str | Path, max_frames: int | None = None,
 
     Raises:
         SourceError: unreadable file, no image, or no decoder for its transfer syntax.
+        TruncatedError: uncompressed pixel data shorter than its header says (after the
+            complete frames before the cut were yielded).
     """
     from pydicom.pixels import iter_pixels
 
@@ -103,6 +105,7 @@ def decode_dicom(path: str | Path, max_frames: int | None = None,
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     bits = int(ds.get("BitsStored", 8))
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    raw = syntax is not None and not (syntax.is_compressed or syntax.is_deflated)
     index = 0
     try:
         for arr in iter_pixels(str(p)):
@@ -111,11 +114,40 @@ def decode_dicom(path: str | Path, max_frames: int | None = None,
             if max_frames is not None and index >= max_frames:
                 return
     except (RuntimeError, NotImplementedError, ValueError, AttributeError) as exc:
+        if raw:  # no decoder involved: the bytes do not match the header
+            raise uncompressed_error(p, ds, index, exc) from None
         name = getattr(syntax, "name", syntax)
         raise SourceError(
             f"{p}: DICOM pixel data could not be decoded after {index} frames (transfer "
             f"syntax {name}: {exc}); for JPEG lossless / JPEG-LS install a decoder "
             "(pip install pylibjpeg pylibjpeg-libjpeg), or export the cine uncompressed"
         ) from None
+    if raw and index < announced_frames(ds):
+        raise uncompressed_error(p, ds, index, None)
     if index == 0:
         raise SourceError(f"{p}: DICOM file has no frames")
+
+
+def announced_frames(ds: Any) -> int:
+    """``NumberOfFrames`` of the header (1 when absent)."""
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+def uncompressed_error(p: Path, ds: Any, decoded: int, exc: Exception | None) -> SourceError:
+    """Why uncompressed pixel data did not decode: a file shorter than its header says is
+    :class:`TruncatedError` (an interrupted copy, not a missing decoder); otherwise the header's
+    image size and the data disagree."""
+    expected = announced_frames(ds)
+    frame_bytes = (int(ds.get("Rows", 0)) * int(ds.get("Columns", 0))
+                   * int(ds.get("SamplesPerPixel", 1)) * -(-int(ds.get("BitsAllocated", 8)) // 8))
+    if p.stat().st_size < frame_bytes * expected:
+        used = "the frames before the cut were used" if decoded else "no frame is complete"
+        return TruncatedError(
+            f"{p}: truncated: the DICOM pixel data holds {decoded} of the {expected} frames its "
+            "header announces. The file was cut short (an interrupted copy or download, or it is "
+            f"still being written); {used}. Copy the complete file again.", decoded, expected)
+    why = f" ({exc})" if exc is not None else ""
+    return SourceError(
+        f"{p}: DICOM pixel data does not match its header ({ds.get('Rows')}x{ds.get('Columns')}, "
+        f"{ds.get('SamplesPerPixel', 1)} samples of {ds.get('BitsAllocated', 8)} bits, {expected} "
+        f"frames; {decoded} decoded){why}; export the cine again")
