@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from train.data.pocus import PocusClip
-from train.metrics import within_one_accuracy
 from train.real.clips import Folds, clip_groups, trainable
 from train.real.fit import (
     RealConfig,
@@ -39,6 +38,7 @@ from train.real.fit import (
     train_model,
 )
 from train.real.frames import load_clip
+from train.real.metrics import video_metrics
 from train.real.model import FINDING_NAMES
 from train.real.sources import (
     clip_sources,
@@ -48,7 +48,6 @@ from train.real.sources import (
     within_source_auroc,
 )
 from train.video.baselines import METHODS, predict_all
-from train.video.evaluate import video_summary
 from train.video.fit import fit_uninorm
 from train.video.fit_config import FitConfig
 from train.video.metrics import auroc, mean_sd
@@ -77,21 +76,6 @@ def load_train_clips(clips: Sequence[PocusClip], cache_dir: str | None, max_fram
                                     source=source_of[c.filename],
                                     klass=class_index(c.class_label))
     return out
-
-
-def video_metrics(y: Sequence[int], preds: Sequence[tuple[int, float]]) -> dict[str, Any]:
-    """Clip-level metrics of one method (:func:`train.video.evaluate.video_summary`) plus
-    within-one accuracy and the specificity on healthy clips."""
-    base = video_summary(y, preds)
-    yt = np.asarray(y, dtype=np.int64)
-    yp = np.asarray([p[0] for p in preds], dtype=np.int64)
-    healthy = yt == 0
-    return {"weighted_f1": base["f1"], "accuracy": base["accuracy"], "qwk": base["qwk"],
-            "within_one": within_one_accuracy(yt, yp),
-            "auroc_0_vs_1plus": base["auroc_0_vs_1plus"],
-            "specificity_healthy": float(np.mean(yp[healthy] == 0)) if healthy.any()
-            else float("nan"),
-            "confusion": base["confusion"], "n": base["n"]}
 
 
 def summarise(per_fold: Sequence[dict[str, Any]], pooled: dict[str, Any]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ import numpy as np
 
 from train.data.pocus import PocusClip
 from train.real.clips import Folds, clip_groups
+from train.real.metrics import video_metrics
 
 OWN_SOURCE = "own"
 
@@ -192,8 +193,6 @@ def per_source(y: Sequence[int], preds: Sequence[Pred], sources: Sequence[str]
                ) -> dict[str, dict[str, Any]]:
     """Held-out clip metrics of each source (a source may hold one class only: QWK and AUROC
     are then NaN, accuracy and the confusion still tell)."""
-    from train.real.cv import video_metrics
-
     by: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(sources):
         by[s].append(i)
