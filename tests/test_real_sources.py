@@ -234,3 +234,21 @@ def test_adversary_and_class_heads_train_and_stay_out_of_the_model(tmp_path):
     saved = np.load(tmp_path / "run" / "frame-weights.npz")
     assert not any(k.startswith(("source", "klass")) for k in saved.files)
     assert set(saved.files) == set(model.state_dict())
+
+
+def test_real_table_pooled_rows(tmp_path):
+    import subprocess
+    import sys
+
+    rep = {"split": "source",
+           "methods": {"uninorms": {"pooled": {"weighted_f1": 0.5, "accuracy": 0.6, "qwk": 0.1,
+                                               "within_one": 0.7, "auroc_0_vs_1plus": 0.8,
+                                               "specificity_healthy": 0.9}}},
+           "within_source": {"uninorms": {"mean": {"auroc": 0.65, "n_sources": 3}}},
+           "findings": {"b_lines": {"auroc": 0.55}}, "source_probe": {"accuracy": 0.41}}
+    (tmp_path / "cv.json").write_text(json.dumps(rep))
+    out = subprocess.run([sys.executable, "scripts/real_table.py", "--pooled",
+                          f"LOSO={tmp_path}/cv.json"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "| LOSO | 0.500 | 0.600 | 0.100 | 0.700 | 0.800 | 0.900 | 0.650 | 0.550 | 0.410 |" \
+        in out

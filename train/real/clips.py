@@ -121,9 +121,10 @@ def page_key(source_url: str) -> str | None:
     return "page:" + re.sub(r"^https?://(www\.)?", "", url.lower())
 
 
-def clip_groups(clips: Sequence[PocusClip]) -> dict[str, str]:
-    """file name → group id (the smallest file name of its group), by the module's rule."""
-    parent = {c.filename: c.filename for c in clips}
+def components(items: Iterable[str], joined: Iterable[Iterable[str]]) -> dict[str, str]:
+    """item → the smallest item of its connected component, where each member of ``joined``
+    connects its items (union-find)."""
+    parent = {i: i for i in items}
 
     def find(a: str) -> str:
         while parent[a] != a:
@@ -131,18 +132,24 @@ def clip_groups(clips: Sequence[PocusClip]) -> dict[str, str]:
             a = parent[a]
         return a
 
+    for members in joined:
+        first, *rest = list(members)
+        for m in rest:
+            ra, rb = find(first), find(m)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    return {i: find(i) for i in parent}
+
+
+def clip_groups(clips: Sequence[PocusClip]) -> dict[str, str]:
+    """file name → group id (the smallest file name of its group), by the module's rule."""
     by_key: dict[str, list[str]] = defaultdict(list)
     for c in clips:
         by_key[family_key(c.filename)].append(c.filename)
         page = page_key(c.source_url)
         if page:
             by_key[page].append(c.filename)
-    for members in by_key.values():
-        for m in members[1:]:
-            ra, rb = find(members[0]), find(m)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    return {c.filename: find(c.filename) for c in clips}
+    return components((c.filename for c in clips), by_key.values())
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from train.data.pocus import PocusClip
-from train.real.clips import Folds, clip_groups
+from train.real.clips import Folds, clip_groups, components
 from train.real.metrics import video_metrics
 
 OWN_SOURCE = "own"
@@ -90,33 +90,20 @@ def source_folds(clips: Sequence[PocusClip]) -> Folds:
     group_of = clip_groups(clips)
     src = clip_sources(clips)
     # sources joined by a recording group that spans them are held out together
-    parent = {s: s for s in set(src.values())}
-
-    def find(a: str) -> str:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
     by_group: dict[str, set[str]] = defaultdict(set)
     for c in clips:
         by_group[group_of[c.filename]].add(src[c.filename])
-    for members in by_group.values():
-        first, *rest = sorted(members)
-        for m in rest:
-            ra, rb = find(first), find(m)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
+    unit_of = components(set(src.values()), (sorted(m) for m in by_group.values()))
     unit_members: dict[str, set[str]] = defaultdict(set)
-    for s in parent:
-        unit_members[find(s)].add(s)
-    labelled_units = sorted({find(src[c.filename]) for c in clips if c.severity is not None})
+    for s, u in unit_of.items():
+        unit_members[u].add(s)
+    labelled_units = sorted({unit_of[src[c.filename]] for c in clips if c.severity is not None})
     if len(labelled_units) < 2:
         raise ValueError(f"leave-one-source-out needs labelled clips from two or more sources; "
                          f"found {len(labelled_units)} ({', '.join(labelled_units) or 'none'})")
     fold_of_unit = {u: i for i, u in enumerate(labelled_units)}
     names = tuple("+".join(sorted(unit_members[u])) for u in labelled_units)
-    fold_of = {c.filename: fold_of_unit.get(find(src[c.filename]), -1) for c in clips}
+    fold_of = {c.filename: fold_of_unit.get(unit_of[src[c.filename]], -1) for c in clips}
     return Folds(len(labelled_units), fold_of, group_of, names)
 
 
