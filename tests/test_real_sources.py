@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests._frame_fixtures import tiny_sim  # noqa: F401 - fixture
 from tests._shared_data import POCUS, needs_pocus
 from train.data.pocus import PocusClip, read_pocus_manifest
 from train.real.cv import video_metrics
@@ -252,3 +253,16 @@ def test_real_table_pooled_rows(tmp_path):
                          check=True).stdout
     assert "| LOSO | 0.500 | 0.600 | 0.100 | 0.700 | 0.800 | 0.900 | 0.650 | 0.550 | 0.410 |" \
         in out
+
+
+def test_composites_of_held_out_groups_stay_out_of_training(tiny_sim):  # noqa: F811
+    from train.data.layout import read_dataset
+    from train.real.fit import sim_clips
+
+    patients = sorted({f.patient_id for f in read_dataset(tiny_sim, check_masks=False).frames})
+    every = sim_clips(tiny_sim, size=(64, 64))
+    kept = sim_clips(tiny_sim, size=(64, 64), exclude_groups={patients[0]})
+    assert 0 < len(kept) < len(every)
+    ds = read_dataset(tiny_sim, check_masks=False)
+    gone = {f.video_id for f in ds.frames if f.patient_id == patients[0]}
+    assert not any(c.name.split(":")[1] in gone for c in kept)

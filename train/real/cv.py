@@ -93,7 +93,9 @@ def run_fold(fold: int, folds: Folds, data: dict[str, TrainClip], cfg: RealConfi
     """Train on the other folds, predict every clip; returns the fold's raw predictions
     (no prior correction: :func:`evaluate_folds` applies it)."""
     train_names = [n for n in folds.train(fold) if n in data]
-    model, summary = train_model([data[n] for n in train_names], cfg, out / f"fold{fold}")
+    held_out = {folds.group_of[n] for n in folds.test(fold)}  # composites of test clips too
+    model, summary = train_model([data[n] for n in train_names], cfg, out / f"fold{fold}",
+                                 sim_exclude=held_out)
     probs, finds, feats = {}, {}, {}
     for name, c in data.items():
         p, f, h = predict_with_features(model, c.images)

@@ -290,16 +290,26 @@ def resolve_init(init_from: str | Path) -> Path:
 
 # --------------------------------------------------------------------------- training
 
-def sim_clips(root: str | Path, size: tuple[int, int] = (224, 224)) -> list[TrainClip]:
-    """A simulated dataset as training clips: one per (video, score), frames letterboxed."""
+def sim_clips(root: str | Path, size: tuple[int, int] = (224, 224),
+              exclude_groups: frozenset[str] | set[str] = frozenset()) -> list[TrainClip]:
+    """A simulated (or composite, ``pleura synth --on-real``) dataset as training clips: one
+    per (video, score), frames letterboxed.
+
+    ``exclude_groups``: leave out videos whose ``patient_id`` is one of these — a composite
+    video's ``patient_id`` is the recording group of the real clip it was drawn on, so a CV
+    fold excludes the composites made from its own test clips (under leave-one-source-out:
+    every composite of the held-out source).
+    """
     from engines.preprocess import letterbox, to_grey
     from train.data.layout import read_dataset
 
     ds = read_dataset(root, check_masks=False)
     out = []
     for vid in sorted({f.video_id for f in ds.frames}):
-        frames = ds.read_frames(vid)
         recs = ds.frames_of(vid)
+        if recs and recs[0].patient_id in exclude_groups:
+            continue
+        frames = ds.read_frames(vid)
         for s in sorted({r.score for r in recs}):
             imgs = [letterbox(to_grey(frames[r.frame]), size)[0] for r in recs if r.score == s]
             out.append(TrainClip(f"sim:{vid}:{s}", np.stack(imgs), s,
@@ -404,10 +414,13 @@ def loss_terms(out: dict, y: torch.Tensor, flags: torch.Tensor, cfg: RealConfig
 
 
 def train_model(clips: list[TrainClip], cfg: RealConfig, out: str | Path | None = None,
-                log_every: int = 50) -> tuple[RealFrameNet, dict[str, Any]]:
+                log_every: int = 50, sim_exclude: frozenset[str] | set[str] = frozenset()
+                ) -> tuple[RealFrameNet, dict[str, Any]]:
     """Train from scratch (or ``cfg.init_from``) for ``cfg.steps`` steps.
 
     Writes ``config.json``, ``log.jsonl`` and ``frame-weights.npz`` to ``out`` when given.
+    ``sim_exclude``: recording groups whose ``cfg.sim_data`` videos are left out
+    (:func:`sim_clips`).
 
     Returns:
         The model (eval mode) and a summary (steps, seconds, frames/s, last losses).
@@ -424,7 +437,7 @@ def train_model(clips: list[TrainClip], cfg: RealConfig, out: str | Path | None 
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     if cfg.sim_data:
-        clips = list(clips) + sim_clips(cfg.sim_data)
+        clips = list(clips) + sim_clips(cfg.sim_data, exclude_groups=sim_exclude)
     sampler = BalancedSampler(clips, rng, 0.2 if (cfg.unlabelled and cfg.findings_weight > 0)
                               else 0.0, cfg.sim_share if cfg.sim_data else 0.0, cfg.balance)
     out_dir = Path(out) if out else None
