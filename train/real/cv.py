@@ -93,7 +93,7 @@ def run_fold(fold: int, folds: Folds, data: dict[str, TrainClip], cfg: RealConfi
     """Train on the other folds, predict every clip; returns the fold's raw predictions
     (no prior correction: :func:`evaluate_folds` applies it)."""
     train_names = [n for n in folds.train(fold) if n in data]
-    held_out = {folds.group_of[n] for n in folds.test(fold)}  # composites of test clips too
+    held_out = set(folds.test(fold))  # whole groups: no composite drawn on a test clip
     model, summary = train_model([data[n] for n in train_names], cfg, out / f"fold{fold}",
                                  sim_exclude=held_out)
     probs, finds, feats = {}, {}, {}

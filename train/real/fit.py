@@ -291,24 +291,30 @@ def resolve_init(init_from: str | Path) -> Path:
 # --------------------------------------------------------------------------- training
 
 def sim_clips(root: str | Path, size: tuple[int, int] = (224, 224),
-              exclude_groups: frozenset[str] | set[str] = frozenset()) -> list[TrainClip]:
+              exclude_clips: frozenset[str] | set[str] = frozenset()) -> list[TrainClip]:
     """A simulated (or composite, ``pleura synth --on-real``) dataset as training clips: one
     per (video, score), frames letterboxed.
 
-    ``exclude_groups``: leave out videos whose ``patient_id`` is one of these — a composite
-    video's ``patient_id`` is the recording group of the real clip it was drawn on, so a CV
-    fold excludes the composites made from its own test clips (under leave-one-source-out:
-    every composite of the held-out source).
+    ``exclude_clips``: leave out the composite videos drawn on these real clips (the
+    ``source_clip`` column of a composite dataset's ``videos.csv``), so a CV fold never trains
+    on composites made from its own test clips (under leave-one-source-out: on no composite of
+    the held-out source).
     """
+    import csv
+
     from engines.preprocess import letterbox, to_grey
     from train.data.layout import read_dataset
 
     ds = read_dataset(root, check_masks=False)
+    drawn_on: dict[str, str] = {}
+    if exclude_clips:
+        with open(Path(root) / "videos.csv", newline="", encoding="utf-8") as f:
+            drawn_on = {r["video_id"]: r.get("source_clip") or "" for r in csv.DictReader(f)}
     out = []
     for vid in sorted({f.video_id for f in ds.frames}):
-        recs = ds.frames_of(vid)
-        if recs and recs[0].patient_id in exclude_groups:
+        if drawn_on.get(vid) in exclude_clips:
             continue
+        recs = ds.frames_of(vid)
         frames = ds.read_frames(vid)
         for s in sorted({r.score for r in recs}):
             imgs = [letterbox(to_grey(frames[r.frame]), size)[0] for r in recs if r.score == s]
@@ -419,7 +425,7 @@ def train_model(clips: list[TrainClip], cfg: RealConfig, out: str | Path | None 
     """Train from scratch (or ``cfg.init_from``) for ``cfg.steps`` steps.
 
     Writes ``config.json``, ``log.jsonl`` and ``frame-weights.npz`` to ``out`` when given.
-    ``sim_exclude``: recording groups whose ``cfg.sim_data`` videos are left out
+    ``sim_exclude``: real clips whose composites in ``cfg.sim_data`` are left out
     (:func:`sim_clips`).
 
     Returns:
@@ -437,7 +443,7 @@ def train_model(clips: list[TrainClip], cfg: RealConfig, out: str | Path | None 
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     if cfg.sim_data:
-        clips = list(clips) + sim_clips(cfg.sim_data, exclude_groups=sim_exclude)
+        clips = list(clips) + sim_clips(cfg.sim_data, exclude_clips=sim_exclude)
     sampler = BalancedSampler(clips, rng, 0.2 if (cfg.unlabelled and cfg.findings_weight > 0)
                               else 0.0, cfg.sim_share if cfg.sim_data else 0.0, cfg.balance)
     out_dir = Path(out) if out else None
