@@ -1,18 +1,21 @@
 """The PyTorch baselines: what a researcher would write, and what a PyTorch expert would write.
 
-Two variants of the same model (``train.frame.models`` Reg-STN for the frame lane,
-``train.seg.models`` for a segmentation member), each in its own *spawned child process*, so the
-benchmark process never imports torch and no two candidates share a thread pool; the parent
-drives them phase by phase, interleaved with the ONNX Runtime candidates, under the same load.
+Two variants of **the bundle's own network with the bundle's own weights** (the frame model,
+or one segmentation member), rebuilt in PyTorch by :mod:`benchmarks.rebuild`, each in its own
+*spawned child process*, so the benchmark process never imports torch and no two candidates
+share a thread pool; the parent drives them phase by phase, interleaved with the ONNX Runtime
+candidates, under the same load, and checks before any ratio that they *are* the bundle's
+model (outputs vs ONNX Runtime fp32, MACs: :mod:`benchmarks.same_model`).
 
 - **naive** — PyTorch eager, an OpenCV ``VideoCapture`` read loop, batch 1, a
-  ``torch.no_grad()`` forward per frame (the model's own forward, both crops, as trained).
+  ``torch.no_grad()`` forward per frame (the forward the bundle's graph was exported from).
 - **tuned** — what an expert would write for CPU inference (issue #19): ``torch.inference_mode``,
   channels-last weights and inputs, batches of 8, and ``torch.compile`` (Inductor) where it
   works on this machine; when it does not, eager with the reason recorded. Compilation happens
   in :meth:`BaselineProcess.prepare`, timed on its own and **excluded from throughput**.
 
-Only this module touches torch and ``train``, and only inside the children.
+Only this module (and :mod:`benchmarks.rebuild`, which it calls) touches torch and ``train``,
+and only inside the children.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import importlib.util
 import multiprocessing as mp
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.rebuild import CannotRebuildError
 from benchmarks.stats import ResourceMonitor, summarise
 
 READY_TIMEOUT_S = 240.0
@@ -49,54 +54,39 @@ def torch_missing_reason() -> str | None:
 
 # --------------------------------------------------------------------------- child side
 
-def _count_macs(model, torch, x) -> float:
-    """Multiply-accumulates of one forward per input row, counted with hooks on Conv2d and
-    Linear (all of it: Reg-STN's forward classifies both crops)."""
-    total = [0]
+@dataclass(frozen=True)
+class BaselineSpec:
+    """Which network a baseline child rebuilds (:mod:`benchmarks.rebuild`).
 
-    def conv_hook(m, _inp, out):
-        k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
-        total[0] += out.numel() * k
+    Attributes:
+        kind: "frame" (the bundle's frame model) or "seg" (one segmentation member).
+        bundle: the bundle folder.
+        shape: (C, H, W) of one input (the bundle's spec).
+        onnx: seg only: the member's ONNX file, whose initializers are the weights.
+        arch: seg only: its ``train.seg.models`` architecture.
+        run_dir: frame only: a trained run to load instead of the bundle's weights.
+        model_name: frame only: the registry name when the manifest names none.
+        target_macs: the bundle graph's executed MACs per frame (picks the forward variant).
+    """
 
-    def lin_hook(m, _inp, out):
-        total[0] += out.numel() * m.in_features
-
-    hooks = []
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            hooks.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, torch.nn.Linear):
-            hooks.append(m.register_forward_hook(lin_hook))
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return total[0] / x.shape[0]
+    kind: str
+    bundle: str
+    shape: tuple[int, int, int]
+    onnx: str | None = None
+    arch: str | None = None
+    run_dir: str | None = None
+    model_name: str | None = None
+    target_macs: int | None = None
 
 
-def _build(run_dir: str | None, model_name: str, kind: str, torch):
-    """(model in eval mode, where it came from)."""
-    note = ""
-    torch.manual_seed(0)
-    if kind == "seg":
-        from train.seg.models import build_model as build_seg
+def _build(spec: BaselineSpec):
+    """(model in eval mode, {"model", "forward", "macs_per_frame", "params_m"})."""
+    from benchmarks.rebuild import frame_network, seg_network
 
-        return build_seg(model_name).eval(), (f"train.seg.models.build_model({model_name!r}), "
-                                              f"untrained weights")
-    if run_dir:
-        from train.frame.run import load_run
-
-        try:
-            model, _config = load_run(run_dir)
-            return model.eval(), f"trained run {run_dir}"
-        except (FileNotFoundError, KeyError, RuntimeError) as exc:  # e.g. still training
-            note = f" (run {run_dir} not loadable: {exc})"
-    from train.frame.models.registry import build_model
-
-    torch.manual_seed(0)
-    model = build_model(model_name)
-    return model.eval(), (f"train.frame.models.registry.build_model({model_name!r}), untrained "
-                          f"weights{note}")
+    if spec.kind == "seg":
+        return seg_network(Path(spec.onnx or ""), spec.arch or "", spec.shape)
+    return frame_network(Path(spec.bundle), spec.shape, run_dir=spec.run_dir,
+                         model_name=spec.model_name, target_macs=spec.target_macs)
 
 
 class _Child:
@@ -154,7 +144,21 @@ class _Child:
 
     @staticmethod
     def _out(out):
-        return out["probs"] if isinstance(out, dict) else out.softmax(1)
+        """The probabilities: a dict's "probs", a tuple's first output (the exported order),
+        a tensor's softmax (a segmentation member's logits)."""
+        if isinstance(out, dict):
+            return out["probs"]
+        return out[0] if isinstance(out, tuple | list) else out.softmax(1)
+
+    def outputs(self, x_np: np.ndarray) -> list[np.ndarray]:
+        """Every output, in the bundle graph's order (probabilities for a bare tensor)."""
+        x = self.torch.from_numpy(np.ascontiguousarray(x_np, np.float32))
+        if self.tuned:
+            x = x.contiguous(memory_format=self.torch.channels_last)
+        with self.torch.inference_mode() if self.tuned else self.torch.no_grad():
+            out = self.model(x)
+        outs = list(out) if isinstance(out, tuple | list) else [self._out(out)]
+        return [o.float().contiguous().numpy() for o in outs]
 
     def _call(self, model, x):
         ctx = self.torch.inference_mode() if self.tuned else self.torch.no_grad()
@@ -296,22 +300,25 @@ def _answer(ch: _Child, cmd: dict[str, Any]) -> Any:
         return _paced(ch, cmd["clip"], cmd["seconds"])
     if op == "probs":
         return ch.run(np.ascontiguousarray(cmd["x"], np.float32))
+    if op == "outputs":
+        return ch.outputs(cmd["x"])
     return {"error": f"unknown op {op!r}"}
 
 
-def serve(conn, run_dir: str | None, model_name: str, kind: str = "frame",
-          tuned: bool = False, shape: tuple[int, int, int] = (3, 224, 224)) -> None:
-    """Child process main: build the model, then answer commands until "stop"."""
+def serve(conn, spec: BaselineSpec, tuned: bool = False) -> None:
+    """Child process main: rebuild the bundle's network, then answer commands until "stop"."""
     try:
         import torch
 
-        model, source = _build(run_dir, model_name, kind, torch)
-        macs = _count_macs(model, torch, torch.rand(1, *shape))
-        ch = _Child(model, torch, tuned, shape)
-        conn.send({"ok": True, "model": source, "kind": kind, "tuned": tuned,
+        try:
+            model, built = _build(spec)
+        except CannotRebuildError as exc:
+            conn.send({"ok": False, "error": str(exc), "cannot_rebuild": True})
+            return
+        ch = _Child(model, torch, tuned, spec.shape)
+        conn.send({"ok": True, **built, "kind": spec.kind, "tuned": tuned,
                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                   "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-                   "gmac_per_frame": round(macs / 1e9, 4)})
+                   "gmac_per_frame": round(built["macs_per_frame"] / 1e9, 4)})
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which skips the baseline
         conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
         return
@@ -331,26 +338,20 @@ class BaselineProcess:
     """Handle on one baseline child. Use as a context manager; never imports torch here.
 
     Args:
-        run_dir: a trained frame run (``train.frame.run.load_run``), or None for an untrained
-            model (speed does not depend on the weights).
-        model_name: registry name used when ``run_dir`` is None (``train.frame.models`` for
-            ``kind="frame"``, ``train.seg.models`` for ``kind="seg"``).
-        kind: "frame" or "seg".
+        spec: which network (the bundle's frame model or one seg member), rebuilt with the
+            bundle's own weights in the child (:mod:`benchmarks.rebuild`).
         tuned: the expert variant (inference_mode, channels-last, torch.compile after
             :meth:`prepare`) instead of the naive one.
-        shape: (C, H, W) of one input (the bundle's spec).
     """
 
-    def __init__(self, run_dir: str | Path | None = None, model_name: str = "reg-stn",
-                 kind: str = "frame", tuned: bool = False,
-                 shape: tuple[int, int, int] = (3, 224, 224)) -> None:
+    def __init__(self, spec: BaselineSpec, tuned: bool = False) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self.tuned = tuned
-        self._proc = ctx.Process(target=serve, args=(child, str(run_dir) if run_dir else None,
-                                                     model_name, kind, tuned, tuple(shape)),
-                                 name=f"pleura-bench-{'tuned' if tuned else 'naive'}-{kind}",
-                                 daemon=True)
+        self.spec = spec
+        self._proc = ctx.Process(target=serve, args=(child, spec, tuned),
+                                 name=f"pleura-bench-{'tuned' if tuned else 'naive'}-"
+                                      f"{spec.kind}", daemon=True)
         self.info: dict[str, Any] = {}
 
     def __enter__(self) -> BaselineProcess:
@@ -361,6 +362,8 @@ class BaselineProcess:
         self.info = self._conn.recv()
         if not self.info.get("ok"):
             self.close()
+            if self.info.get("cannot_rebuild"):
+                raise CannotRebuildError.from_message(self.info["error"])
             raise RuntimeError(f"the baseline model could not be built: {self.info['error']}")
         return self
 
@@ -401,6 +404,10 @@ class BaselineProcess:
     def probs(self, x: np.ndarray) -> np.ndarray:
         """(B, 4) probabilities of the baseline model for a preprocessed batch."""
         return self._ask(op="probs", x=np.ascontiguousarray(x, np.float32))
+
+    def outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output of the baseline model, in the bundle graph's output order."""
+        return self._ask(op="outputs", x=np.ascontiguousarray(x, np.float32))
 
     def close(self) -> None:
         if self._proc.is_alive():

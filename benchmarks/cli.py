@@ -6,11 +6,15 @@ several batch sizes; the unpaced frame-scoring throughput; the segmentation lane
 latency under real-time pacing (``pleura live`` processes); scaling with streams and source
 resolution; and the machine's limit (MACs of the executed graphs, a measured peak).
 
-Every speed is set against **two PyTorch baselines of the same model, measured in the same
-run, interleaved round by round** (:mod:`benchmarks.baseline`): the *naive* one a researcher
-would write (eager, batch 1, ``no_grad``) and the *tuned* one a PyTorch expert would write
-(``inference_mode``, channels-last, batch 8, ``torch.compile`` where it works). Ratios are
-candidate frames/s over each baseline's, medians over rounds.
+Every speed is set against **two PyTorch baselines of the bundle's own network with the
+bundle's own weights, measured in the same run, interleaved round by round**
+(:mod:`benchmarks.baseline`, rebuilt by :mod:`benchmarks.rebuild`): the *naive* one a
+researcher would write (eager, batch 1, ``no_grad``) and the *tuned* one a PyTorch expert would
+write (``inference_mode``, channels-last, batch 8, ``torch.compile`` where it works). Ratios
+are candidate frames/s over each baseline's, medians over rounds, and exist only for a
+baseline that is checked to be the bundle's model (outputs = ONNX Runtime fp32 within 1e-4,
+MACs within 1 %: :mod:`benchmarks.same_model`); a bundle whose network cannot be rebuilt in
+PyTorch gets no ratio, and the output says why.
 
 The machine's load is recorded before, during and after every phase
 (:mod:`benchmarks.load`): a run that starts on a busy machine is refused, one that became
@@ -122,11 +126,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and measure that (needs torch; speed does not depend on weights)")
     p.add_argument("--no-baseline", action="store_true", help="skip the PyTorch baselines")
     p.add_argument("--baseline-run", type=Path,
-                   help="trained frame run for the baselines (default: runs/frame-regstn if "
-                        "present, else an untrained Reg-STN: speed does not depend on weights)")
-    p.add_argument("--baseline-model", default="reg-stn",
-                   help="train.frame.models registry name of the baselines' frame model when no "
-                        "run is given (default reg-stn: the paper's model)")
+                   help="trained frame run (pleura train frame --out) for the baselines instead "
+                        "of the bundle's own weights; parity with the bundle is still checked")
+    p.add_argument("--baseline-model",
+                   help="train.frame.models registry name of the bundle's frame network, for a "
+                        "bundle whose manifest names none (training.frame_model); its weights "
+                        "are read from frame.onnx and parity is checked")
     p.add_argument("--tuned-batch", type=int, default=8,
                    help="batch of the tuned PyTorch baseline (default 8)")
     p.add_argument("--no-compile", action="store_true",
@@ -200,12 +205,8 @@ def _engines(bundle, cfg: BenchConfig) -> dict[str, Any]:
 
 
 def _baseline_run_dir(args: argparse.Namespace) -> Path | None:
-    if args.baseline_run:
-        return args.baseline_run
-    if args.untrained or args.dummy:  # the untrained baseline is seeded like --untrained's model
-        return None
-    default = Path(__file__).resolve().parents[1] / "runs" / "frame-regstn"
-    return default if (default / "config.json").is_file() else None
+    """--baseline-run, or None: the baselines rebuild the bundle's own network and weights."""
+    return args.baseline_run
 
 
 def _header(args, cfg: BenchConfig, bundle, eng, clip: Path) -> dict[str, Any]:
@@ -229,10 +230,11 @@ def _header(args, cfg: BenchConfig, bundle, eng, clip: Path) -> dict[str, Any]:
 
 
 def _frame_lanes(args, cfg: BenchConfig, eng, bundle, clip: Path, src_frames, loads,
-                 result: dict[str, Any]) -> None:
-    """Baselines, models alone, unpaced throughput and the paced baselines (frame model)."""
+                 result: dict[str, Any], m32: dict[str, Any] | None) -> None:
+    """Baselines (the bundle's own network, checked: parity and MACs), models alone, unpaced
+    throughput and the paced baselines (frame model). ``m32``: MACs of the fp32 frame graph."""
     from benchmarks import lanes
-    from benchmarks.baseline import torch_missing_reason
+    from benchmarks.baseline import BaselineSpec, torch_missing_reason
     from benchmarks.lanes import both_ratios, frame_throughput, paced_baselines, start_baselines
 
     tb = cfg.tuned_batch
@@ -241,12 +243,15 @@ def _frame_lanes(args, cfg: BenchConfig, eng, bundle, clip: Path, src_frames, lo
     skip_reason = skip_reason or torch_missing_reason()
     fs = bundle.frame_spec
     batches = [tb, 1] if paced_base and tb != 1 else [tb]
-    with start_baselines(_baseline_run_dir(args), args.baseline_model, "frame",
-                         (fs.channels, fs.height, fs.width), batches, cfg.compile,
-                         skip_reason, loads) as (base, info):
-        if base["naive"] is not None:
-            info["naive"]["parity"] = lanes.parity(base["naive"], eng["fp32"],
-                                                   bundle.frame_spec, src_frames)
+    run_dir = _baseline_run_dir(args)
+    spec = BaselineSpec("frame", str(bundle.path), (fs.channels, fs.height, fs.width),
+                        run_dir=str(run_dir) if run_dir else None,
+                        model_name=args.baseline_model,
+                        target_macs=m32["macs"] if m32 else None)
+    with start_baselines(spec, batches, cfg.compile, skip_reason, loads) as (base, info):
+        x, what = lanes.parity_frames(src_frames, fs)
+        gates = lanes.check_baselines(base, info, bundle.frame_file, x, what,
+                                      m32["macs"] if m32 else None)
         if "inference" not in cfg.skip:
             result["inference"] = lanes.inference(cfg, eng, bundle, base, loads)
         result["throughput"] = frame_throughput(
@@ -258,22 +263,28 @@ def _frame_lanes(args, cfg: BenchConfig, eng, bundle, clip: Path, src_frames, lo
     naive = "torch_naive_b1" if base["naive"] is not None else None
     tuned = f"torch_tuned_b{tb}" if base["tuned"] is not None else None
     med = result["throughput"]["median_fps"]
-    result["ratios"] = both_ratios(med, naive, tuned)
+    result["ratios"] = both_ratios(med, naive, tuned, gates)
     if "inference" in result:
         result["ratios_model_only"] = both_ratios(lanes.model_only_fps(result["inference"]),
-                                                  naive, tuned)
+                                                  naive, tuned, gates)
 
 
 def _targets(result: dict[str, Any], cfg: BenchConfig) -> dict[str, Any]:
-    """≥ 3× targets vs each baseline: the best ORT candidate and ORT int8 at the largest batch."""
+    """≥ 3× targets vs each baseline: the best ORT candidate and ORT int8 at the largest batch;
+    ``met`` is None, with the reason, when there is no ratio (no baseline, or a baseline that
+    is not the bundle's model)."""
     out = {}
     key = f"ort_int8_b{max(cfg.batches)}"
     for which in ("naive", "tuned"):
         r = {k: v for k, v in result["ratios"][f"vs_{which}"].items() if k.startswith("ort_")}
         best = max(r.items(), key=lambda kv: kv[1], default=(None, None))
+        b = (result.get("baselines") or {}).get(which) or {}
+        gate = b.get("same_model") or {}
+        why = None if best[1] is not None else (
+            "; ".join(gate.get("reasons") or []) or b.get("skipped_reason") or "no baseline")
         out[f"cpu_3x_{which}"] = {"target": 3.0, "best": best[0], "best_ratio": best[1],
                                   "met": None if best[1] is None else best[1] >= 3.0,
-                                  key: r.get(key)}
+                                  key: r.get(key), "no_ratio_reason": why}
     return out
 
 
@@ -304,9 +315,10 @@ def measure(args: argparse.Namespace, cfg: BenchConfig, tmp: Path, loads,
         if bundle.seg_spec is not None:
             result["preprocess"]["seg"] = preprocess_stats(src_frames, bundle.seg_spec,
                                                            cfg.phase["micro"])
-    _frame_lanes(args, cfg, eng, bundle, clip, src_frames, loads, result)
+    m32 = lanes.limits.onnx_macs(bundle.frame_file)
+    _frame_lanes(args, cfg, eng, bundle, clip, src_frames, loads, result, m32)
     if "seg" not in cfg.skip and eng["default"].has_segmentation():
-        result["seg"] = _seg(args, cfg, eng["default"], bundle, loads)
+        result["seg"] = _seg(args, cfg, eng["default"], bundle, loads, src_frames)
     if "paced" not in cfg.skip:
         log.info("real-time paced run")
         with loads.phase("paced/live"):
@@ -317,7 +329,7 @@ def measure(args: argparse.Namespace, cfg: BenchConfig, tmp: Path, loads,
             result["scaling"] = lanes.scaling(cfg, eng["default"], spec, src_frames, clip, tmp)
     result["limits"] = limits_block(bundle, peak, lanes.model_only_fps(result.get("inference", {})),
                                     result["throughput"]["median_fps"],
-                                    (result.get("seg") or {}).get("fps", {}))
+                                    (result.get("seg") or {}).get("fps", {}), m32)
     result["limits"]["gpu_estimate"] = _gpu_estimate(bundle, result["limits"]["macs"])
     _summary(result, cfg)
     for e in {id(v): v for v in eng.values()}.values():
@@ -325,21 +337,35 @@ def measure(args: argparse.Namespace, cfg: BenchConfig, tmp: Path, loads,
     return result
 
 
-def _seg(args, cfg: BenchConfig, engine, bundle, loads) -> dict[str, Any]:
-    from benchmarks.baseline import torch_missing_reason
+def _seg(args, cfg: BenchConfig, engine, bundle, loads, src_frames) -> dict[str, Any]:
+    """The segmentation lane; its baselines rebuild the member's network with its weights."""
+    import numpy as np
+
+    from benchmarks import lanes
+    from benchmarks.baseline import BaselineSpec, torch_missing_reason
     from benchmarks.lanes import seg_lane, start_baselines
+    from engines.preprocess import preprocess_batch
 
     seg = bundle.manifest["models"]["seg"][0]
     arch = seg.get("arch") or seg["name"]
     ss = bundle.seg_spec
+    member = bundle.seg_members[0]
     skip = None if cfg.baseline else "--no-baseline"
     skip = skip or torch_missing_reason()
     if len(bundle.seg_members) > 1 and not skip:
         skip = "the PyTorch seg baselines cover one-member bundles only"
-    with start_baselines(None, arch, "seg", (ss.channels, ss.height, ss.width),
-                         [cfg.tuned_batch], cfg.compile, skip, loads) as (base, info):
+    macs = None if skip else lanes.limits.onnx_macs(member.file)
+    spec = BaselineSpec("seg", str(bundle.path), (ss.channels, ss.height, ss.width),
+                        onnx=str(member.file), arch=arch,
+                        target_macs=macs["macs"] if macs else None)
+    with start_baselines(spec, [cfg.tuned_batch], cfg.compile, skip, loads) as (base, info):
+        idx = np.linspace(0, len(src_frames) - 1, min(4, len(src_frames))).round().astype(int)
+        x, _ = preprocess_batch([src_frames[i] for i in idx], ss)
+        gates = lanes.check_baselines(base, info, member.file, x, f"{len(idx)} frames of the "
+                                      "source clip (preprocessed)", macs["macs"] if macs
+                                      else None)
         out = seg_lane(engine, bundle, base, cfg.batches, cfg.tuned_batch, cfg.phase["micro"],
-                       1 if cfg.fast else 3, loads)
+                       1 if cfg.fast else 3, loads, gates)
     out["baselines"] = info
     return out
 

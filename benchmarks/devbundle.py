@@ -1,9 +1,10 @@
 """An *untrained* Reg-STN bundle for speed measurements (needs torch and ``train/``).
 
 Speed does not depend on the weights, so until (or without) a trained bundle, ``pleura bench
---untrained`` and ``scripts/gpu-bench.sh`` measure the real architectures exported by the
-project's own exporter (:func:`train.export.export_bundle`: ONNX, parity check, int8 QDQ
-quantisation, manifest). Its scores mean nothing.
+--untrained`` measures the real architecture exported by the project's own exporter
+(:func:`train.export.export_bundle`: ONNX, parity check, int8 QDQ quantisation, manifest).
+Its scores mean nothing; its baselines rebuild the same network with the same (random)
+weights from ``frame.onnx`` (:mod:`benchmarks.rebuild`).
 
     python -m benchmarks.devbundle OUT [--no-int8] [--seg unet,unetpp,deeplabv3p]
 """
@@ -21,7 +22,8 @@ from typing import Any
 
 def make_untrained_bundle(out: str | Path, int8: bool = True, seg: Sequence[str] = ("unet",),
                           seed: int = 0) -> Path:
-    """Export ``reg-stn`` (+ the ``seg`` members) with fresh random weights into ``out``.
+    """Export ``reg-stn`` (+ the ``seg`` members) with fresh random weights into ``out``, as
+    ``pleura export`` does (:class:`train.frame.export_wrapper.FrameExportWrapper`).
 
     Args:
         out: bundle folder (created).
@@ -34,17 +36,21 @@ def make_untrained_bundle(out: str | Path, int8: bool = True, seg: Sequence[str]
     import torch
 
     from train.export import SegRun, export_bundle
+    from train.frame.export_wrapper import FrameExportWrapper
     from train.frame.models.registry import build_model
     from train.seg.models import build_model as build_seg
 
-    torch.manual_seed(seed)  # the frame model first: same weights as the bench's baseline
-    frame = build_model("reg-stn")
+    torch.manual_seed(seed)
+    # wrapped as `pleura export` wraps a frame run: crop 2's classifier is not exported
+    frame = FrameExportWrapper(build_model("reg-stn"))
     members = [SegRun(a, build_seg(a), arch=a) for a in seg]
     cmd = f"python -m benchmarks.devbundle {out}" + ("" if int8 else " --no-int8") + \
         f" --seg {','.join(seg)}"
     export_bundle(out, frame, seg=members, uninorm_e=[0.5] * 4, int8=int8,
                   name="untrained-reg-stn", commands=[cmd], seed=seed,
-                  training={"data": "none: untrained weights, for speed measurements only"})
+                  training={"data": "none: untrained weights, for speed measurements only",
+                            # the bench's baselines rebuild this network from frame.onnx
+                            "frame_model": "reg-stn"})
     return Path(out)
 
 

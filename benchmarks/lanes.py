@@ -1,7 +1,9 @@
 """The lanes of ``pleura bench`` that compare the runtime with the PyTorch baselines.
 
-- :func:`start_baselines`: the naive and the tuned PyTorch child of one model (frame or seg),
-  the tuned one compiled up front (compile time recorded, excluded from throughput);
+- :func:`start_baselines`: the naive and the tuned PyTorch child of the bundle's own network
+  (frame model or seg member, the bundle's weights), the tuned one compiled up front (compile
+  time recorded, excluded from throughput); :func:`check_baselines`: parity with ONNX Runtime
+  fp32 and MACs, the gate of every ratio (:mod:`benchmarks.same_model`);
 - :func:`frame_throughput`: unpaced frame scoring (decode + preprocess + model), every
   candidate interleaved round by round, the order rotated, each under its own load record;
 - :func:`seg_lane`: the segmentation ensemble alone, ONNX Runtime vs naive / tuned PyTorch;
@@ -22,9 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks import limits
-from benchmarks.baseline import NAIVE_WHAT, TUNED_WHAT, BaselineProcess
+from benchmarks.baseline import (
+    NAIVE_WHAT,
+    TUNED_WHAT,
+    BaselineProcess,
+    BaselineSpec,
+    CannotRebuildError,
+)
 from benchmarks.load import PhaseLoads
-from benchmarks.report import ratios
+from benchmarks.same_model import gated_ratios, parity_record, verdict
 from benchmarks.timing import inference_stats, pipeline_throughput
 
 if TYPE_CHECKING:
@@ -34,11 +42,14 @@ log = logging.getLogger("pleura.bench")
 
 
 @contextlib.contextmanager
-def start_baselines(run_dir: Path | None, model: str, kind: str, shape: tuple[int, int, int],
-                    tuned_batches: Sequence[int], use_compile: bool, skip_reason: str | None,
+def start_baselines(spec: BaselineSpec, tuned_batches: Sequence[int], use_compile: bool,
+                    skip_reason: str | None,
                     loads: PhaseLoads) -> Iterator[tuple[dict, dict[str, Any]]]:
-    """Start the naive and tuned children of one model; yields ({"naive", "tuned"}: process
-    or None, {"naive", "tuned"}: JSON info incl. why one is missing). Closes both on exit."""
+    """Start the naive and tuned children of one network (``spec``: the bundle's frame model
+    or a seg member, rebuilt with the bundle's weights); yields ({"naive", "tuned"}: process
+    or None, {"naive", "tuned"}: JSON info incl. why one is missing). Closes both on exit.
+    When the naive child cannot rebuild the network, the tuned one is not tried (same
+    reason)."""
     procs: dict[str, BaselineProcess | None] = {"naive": None, "tuned": None}
     info: dict[str, Any] = {}
     try:
@@ -47,16 +58,20 @@ def start_baselines(run_dir: Path | None, model: str, kind: str, shape: tuple[in
             if skip_reason:
                 continue
             try:
-                p = BaselineProcess(run_dir if kind == "frame" else None, model, kind,
-                                    tuned=name == "tuned", shape=shape).__enter__()
+                p = BaselineProcess(spec, tuned=name == "tuned").__enter__()
+            except CannotRebuildError as exc:
+                skip_reason = str(exc)
+                info[name]["skipped_reason"] = skip_reason
+                log.warning("%s baselines: %s", spec.kind, exc)
+                continue
             except RuntimeError as exc:
                 info[name]["skipped_reason"] = str(exc)
-                log.warning("%s %s baseline skipped: %s", kind, name, exc)
+                log.warning("%s %s baseline skipped: %s", spec.kind, name, exc)
                 continue
             procs[name] = p
             info[name] = {"available": True, "skipped_reason": None, "info": p.info}
             if name == "tuned":
-                with loads.phase(f"{kind}_compile"):
+                with loads.phase(f"{spec.kind}_compile"):
                     c = p.prepare(list(tuned_batches), use_compile)
                 info[name]["compile"] = c
                 compiled = ("torch.compile (Inductor, static shapes; compile time excluded)"
@@ -70,6 +85,41 @@ def start_baselines(run_dir: Path | None, model: str, kind: str, shape: tuple[in
         for p in procs.values():
             if p is not None:
                 p.close()
+
+
+def check_baselines(base: Mapping[str, BaselineProcess | None], info: dict[str, Any],
+                    onnx_file: Path, x, what: str,
+                    bundle_macs: int | None) -> dict[str, dict[str, Any]]:
+    """Parity (every output vs ONNX Runtime fp32 of ``onnx_file`` on ``x``) and MACs of each
+    running baseline, recorded in ``info[name]["parity"]`` / ``["same_model"]``; returns the
+    verdicts ({"naive", "tuned"}: :func:`benchmarks.same_model.verdict`) that gate the ratios.
+    """
+    ref = _ort_fp32(onnx_file) if any(p is not None for p in base.values()) else None
+    gates = {}
+    for name in ("naive", "tuned"):
+        if base.get(name) is not None and ref is not None:
+            info[name]["parity"] = parity_record(base[name], ref[0], ref[1], x, what)
+        gates[name] = verdict(info.get(name), bundle_macs)
+        info.setdefault(name, {})["same_model"] = gates[name]
+        p = base.get(name)
+        if p is not None and not gates[name]["same_model"]:
+            # not the bundle's model: not timed at all, so no table sets it beside the runtime
+            why = "; ".join(gates[name]["reasons"])
+            log.warning("the %s baseline is not the bundle's model, not timed: %s", name, why)
+            p.close()
+            base[name] = None  # type: ignore[index]
+            info[name].update(available=False, skipped_reason=f"not the bundle's model: {why}")
+    return gates
+
+
+def _ort_fp32(onnx_file: Path):
+    """(run(x) -> every output, output names) of a plain fp32 ONNX Runtime session."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    feed = sess.get_inputs()[0].name
+    return (lambda x: sess.run(names, {feed: x})), names
 
 
 def _rotate(names: list[str], r: int) -> list[str]:
@@ -111,18 +161,21 @@ def frame_throughput(rounds: int, seconds: float, candidates: Mapping[str, tuple
     return {"rounds": out, "median_fps": med, "seconds_per_candidate": seconds}
 
 
-def both_ratios(values: Mapping[str, float], naive: str | None,
-                tuned: str | None) -> dict[str, dict[str, float]]:
-    """{"vs_naive": {...}, "vs_tuned": {...}}: every value over each baseline's value."""
-    return {"vs_naive": ratios(values, values.get(naive)) if naive else {},
-            "vs_tuned": ratios(values, values.get(tuned)) if tuned else {}}
+def both_ratios(values: Mapping[str, float], naive: str | None, tuned: str | None,
+                gates: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """{"vs_naive": {...}, "vs_tuned": {...}}: every value over each baseline's value, only
+    where that baseline's gate (:func:`benchmarks.same_model.verdict`) says it is the
+    bundle's model; {} for the other."""
+    return {"vs_naive": gated_ratios(values, naive, gates.get("naive")),
+            "vs_tuned": gated_ratios(values, tuned, gates.get("tuned"))}
 
 
 def seg_lane(eng, bundle, base: Mapping[str, BaselineProcess | None], batches: Sequence[int],
-             tuned_batch: int, seconds: float, min_iters: int,
-             loads: PhaseLoads) -> dict[str, Any]:
+             tuned_batch: int, seconds: float, min_iters: int, loads: PhaseLoads,
+             gates: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The segmentation ensemble alone on random inputs: ORT at each batch, naive PyTorch at
-    batch 1, tuned PyTorch at ``tuned_batch``; ratios per frame vs both baselines."""
+    batch 1, tuned PyTorch at ``tuned_batch``; ratios per frame vs each baseline that
+    ``gates`` passes (same member, same weights, same MACs)."""
     ss = bundle.seg_spec
     shape = (ss.channels, ss.height, ss.width)
     with loads.phase("seg/ort"):
@@ -138,7 +191,8 @@ def seg_lane(eng, bundle, base: Mapping[str, BaselineProcess | None], batches: S
             fps[f"torch_{name}_b{b}"] = row["fps"]
     out["fps"] = fps
     out["ratios"] = both_ratios(fps, "torch_naive_b1" if base.get("naive") else None,
-                                f"torch_tuned_b{tuned_batch}" if base.get("tuned") else None)
+                                f"torch_tuned_b{tuned_batch}" if base.get("tuned") else None,
+                                gates)
     return out
 
 
@@ -155,7 +209,8 @@ def paced_baselines(base: Mapping[str, BaselineProcess | None], clip: Path, seco
 
 
 def limits_block(bundle, peak: dict[str, Any], model_only: Mapping[str, float],
-                 pipeline: Mapping[str, float], seg_fps: Mapping[str, float]) -> dict[str, Any]:
+                 pipeline: Mapping[str, float], seg_fps: Mapping[str, float],
+                 m32: dict[str, Any] | None = None) -> dict[str, Any]:
     """MACs per executed graph, the machine's limit, and % of it for every candidate.
 
     Args:
@@ -163,8 +218,9 @@ def limits_block(bundle, peak: dict[str, Any], model_only: Mapping[str, float],
         model_only / pipeline: {candidate: frames/s}; names containing "int8" ran the int8
             graph, every other one (ORT fp32, PyTorch) the fp32 graph's work.
         seg_fps: {candidate: frames/s} of the segmentation ensemble.
+        m32: the fp32 frame graph's count when already made (else counted here).
     """
-    m32 = limits.onnx_macs(bundle.frame_file)
+    m32 = m32 if m32 is not None else limits.onnx_macs(bundle.frame_file)
     m8 = limits.onnx_macs(bundle.frame_int8_file) if bundle.frame_int8_file else None
     seg = [limits.onnx_macs(m.file) for m in bundle.seg_members]
     cpu = limits.cpu_limit(m32, peak)
@@ -195,18 +251,18 @@ def _sum_macs(ms: Sequence[dict]) -> dict[str, Any] | None:
     return {k: round(sum(m[k] for m in ms), 4) for k in keys}
 
 
-def parity(base, engine, spec, frames) -> dict[str, Any]:
-    """Max |p_torch - p_onnx| on two real frames. ≤ 1e-4 proves baseline and candidate are the
-    same model (same weights: ``--untrained`` seeds both alike, or the baseline loads the run
-    the bundle was exported from); otherwise only the architecture is shared, which is all
-    speed depends on."""
+def parity_frames(frames, spec, n: int = 8, n_random: int = 2, seed: int = 0):
+    """(batch, what): ``n`` source frames spread over the clip, preprocessed with the bundle's
+    spec, plus ``n_random`` uniform [0, 1] inputs (crops and statistics off the usual path)."""
     import numpy as np
 
     from engines.preprocess import preprocess_batch
 
-    x, _ = preprocess_batch(frames[:2], spec)
-    diff = float(np.abs(base.probs(x) - engine.frame(x).probs).max())
-    return {"max_abs_diff_probs": round(diff, 8), "same_weights": diff <= 1e-4}
+    idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
+    x, _ = preprocess_batch([frames[i] for i in idx], spec)
+    rnd = np.random.default_rng(seed).random((n_random, *x.shape[1:]), dtype=np.float32)
+    return (np.concatenate([x, rnd]).astype(np.float32),
+            f"{len(idx)} frames of the source clip (preprocessed) + {n_random} uniform random")
 
 
 def ort_candidates(eng: dict[str, Any], cfg: BenchConfig) -> dict[str, tuple[Any, int]]:

@@ -123,22 +123,48 @@ def format_table(r: Mapping[str, Any]) -> str:
     lines += ["", *markdown_models(r).splitlines(), "",
               "frame scoring, unpaced (decode + preprocess + model), median of rounds:",
               *markdown_throughput(r).splitlines()]
-    for name, b in (r.get("baselines") or {}).items():
-        if not b.get("available"):
-            lines.append(f"  {name} baseline skipped: {b.get('skipped_reason')}")
-        elif b.get("compile"):
-            lines.append(f"  tuned baseline: {b.get('what')}")
+    lines += baseline_lines(r.get("baselines") or {})
     if r.get("seg"):
-        lines += ["", "segmentation lane (models alone):", *markdown_seg(r).splitlines()]
+        lines += ["", "segmentation lane (models alone):", *markdown_seg(r).splitlines(),
+                  *baseline_lines(r["seg"].get("baselines") or {})]
     if r.get("paced") or r.get("paced_baselines"):
         lines += ["", "real-time, one stream:", *markdown_paced(r).splitlines()]
     if r.get("scaling"):
         lines += ["", *markdown_scaling(r).splitlines()]
     lines += ["", *markdown_limits(r).splitlines()]
     for which, t in r["targets"].items():
-        verdict = {True: "met", False: "NOT met", None: "n/a (no baseline)"}[t["met"]]
+        verdict = {True: "met", False: "NOT met",
+                   None: f"n/a, no ratio ({t.get('no_ratio_reason') or 'no baseline'})"}[t["met"]]
         lines.append(f"target {which}: best {_x(t['best_ratio'])} ({t['best']}) -> {verdict}")
     return "\n".join(lines)
+
+
+def baseline_lines(baselines: Mapping[str, Any], indent: str = "  ") -> list[str]:
+    """One line per baseline: which network, parity and MACs against the bundle graph, or why
+    it did not run (and so has no ratio)."""
+    out = []
+    for name, b in baselines.items():
+        gate = b.get("same_model") or {}
+        par = b.get("parity") or {}
+        info = b.get("info") or {}
+        check = ""
+        if par or gate.get("macs_baseline") is not None:
+            mb, mg = gate.get("macs_baseline"), gate.get("macs_bundle")
+            rel = gate.get("macs_rel_diff")
+            check = (f"parity max |Δ| {_f(gate.get('parity_max_abs_diff'), 8)} (≤ "
+                     f"{gate.get('parity_tolerance')}), MACs {_f(mb and mb / 1e9, 4)} G vs "
+                     f"bundle {_f(mg and mg / 1e9, 4)} G ("
+                     f"{_f(None if rel is None else 100 * rel, 3)} %, ≤ "
+                     f"{_f(100 * gate.get('mac_tolerance', 0.01), 0)} %)")
+        if b.get("available"):
+            out.append(f"{indent}{name} baseline: {info.get('model')}; {info.get('forward')}; "
+                       f"{check} -> same model, ratios computed")
+            if b.get("compile"):
+                out.append(f"{indent}  {b.get('what')}")
+        else:
+            out.append(f"{indent}{name} baseline: no ratio: {b.get('skipped_reason')}"
+                       + (f" [{check}]" if check else ""))
+    return out
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
