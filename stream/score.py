@@ -10,8 +10,11 @@ is the command and the JSON document (schema: ``docs/score-json.md``).
 
 A clip that cannot be read is reported with the reason and the rest are still scored; a clip
 that ends before its container says (``truncated: true``, :class:`stream.sources.TruncatedError`)
-keeps the frames before the cut but counts as failed, with a warning. The exit code is 1 when any
-clip failed, 2 when ``--json`` / ``--csv`` cannot be written (checked before any scoring).
+keeps the frames before the cut but counts as failed, with a warning. A clip that is not a lung
+image (``scorable: false``: no image, noise, not a lung view; :mod:`engines.scorable`) gets no
+video score and counts as failed too: whoever asked for scores did not get this one. The exit
+code is 1 when any clip failed, 2 when ``--json`` / ``--csv`` cannot be written (checked before
+any scoring).
 Only regular files are read (a FIFO named ``x.mp4`` is refused, not waited on).
 
 Scoring with a PyTorch training run instead of a bundle is ``pleura eval score --run RUN``
@@ -82,6 +85,7 @@ def score_paths(paths: Sequence[str | Path], scorer: Scorer, batch: int = 16,
         "clips": results,
         "summary": {"n_clips": len(results), "n_failed": sum(not r["ok"] for r in results),
                     "n_truncated": sum(bool(r.get("truncated")) for r in results),
+                    "n_not_scorable": sum(r.get("scorable") is False for r in results),
                     "n_frames": n_frames, "wall_s": round(wall, 3),
                     "fps": round(n_frames / wall, 2) if wall > 0 else None},
     }
@@ -135,13 +139,16 @@ def run_scorer(args: argparse.Namespace, scorer: Scorer) -> int:
     """Score ``args.paths`` with ``scorer``, print the summary, write ``--json`` / ``--csv``.
 
     Returns:
-        0 all clips scored; 1 a clip failed or none was found; 2 the outputs cannot be written.
+        0 all clips scored; 1 a clip failed (unreadable, truncated or not scorable) or none was
+        found; 2 the outputs cannot be written.
     """
     if args.uninorm:
         scorer = dataclasses.replace(scorer, e=read_uninorm_json(args.uninorm))
     doc = score_paths(args.paths, scorer, args.batch, args.max_frames)
     s = doc["summary"]
     truncated = f", {s['n_truncated']} truncated" if s["n_truncated"] else ""
+    if s["n_not_scorable"]:
+        truncated += f", {s['n_not_scorable']} not scorable: no video score"
     print(f"scored {s['n_clips']} clips ({s['n_failed']} failed{truncated}), {s['n_frames']} "
           f"frames in {s['wall_s']:.1f} s ({s['fps']} frames/s) with {scorer.name} on "
           f"{scorer.backend}")

@@ -8,6 +8,12 @@ the functions the live worker uses too. Per clip the result records per-frame pr
 argmax and boxes, the running video score after every frame, the final video score and
 probabilities (schema: ``docs/score-json.md``).
 
+Every third decoded frame (the first always) also goes through the "not scorable" gate
+(:mod:`engines.scorable`, in the decoding thread). A clip whose frames are not a lung image —
+a black screen, noise, an eye scan — gets ``scorable: false`` with the reason, no video score
+(``video.score`` null) and counts as failed (``ok`` false, ``error`` says why); its per-frame
+model outputs stay in ``frames``.
+
 A clip that breaks mid-way keeps the frames scored before the error (``error`` says why,
 ``truncated`` when :class:`stream.sources.TruncatedError`); a frame whose model output is not
 finite is logged, counted in ``dropped`` and skipped.
@@ -28,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from engines.findings import findings_dict
+from engines.scorable import ClipGate, ClipVerdict
 from engines.scorer import FrameScore, RunningScore, Scorer, prepare_batch, score_batch
 from engines.uninorm import uninorm_reduce
 from stream.sources import IMAGE_SUFFIXES, TruncatedError, decode_file
@@ -230,6 +237,38 @@ def _tapped(frames: Iterable[Any], on_frame: Callable[[int, Any], None]) -> Iter
         yield df
 
 
+def _gated(frames: Iterable[Any], gate: ClipGate) -> Iterator[Any]:
+    """``frames``, each counted by ``gate`` as it is decoded (every third checked); all are
+    scored."""
+    for df in frames:
+        gate.update(df.image)
+        yield df
+
+
+def gate_record(verdict: ClipVerdict) -> dict[str, Any]:
+    """The clip's gate fields (docs/score-json.md); all null when no frame was decoded."""
+    if verdict.n_checked == 0:
+        return {"scorable": None, "scorable_reason": None, "scorable_share": None,
+                "scorable_counts": None}
+    return {"scorable": verdict.scorable, "scorable_reason": verdict.reason,
+            "scorable_share": round(verdict.share, 4), "scorable_counts": dict(verdict.counts)}
+
+
+def refuse_unscorable(rec: dict[str, Any], verdict: ClipVerdict) -> None:
+    """A clip the gate refused: no video score, no findings summary; failed with the reason.
+
+    Its per-frame model outputs stay in ``frames`` (for inspection; not a lung score).
+    """
+    message = verdict.message()
+    rec["ok"] = False
+    rec["error"] = f"{rec['error']}; {message}" if rec.get("error") else message
+    video = rec.get("video")
+    if isinstance(video, dict):
+        video.update(score=None, probs=None)
+        if "findings" in video:
+            video["findings"] = None
+
+
 def score_clip(path: Path, scorer: Scorer, batch: int = 16, max_frames: int | None = None,
                on_frame: Callable[[int, Any], None] | None = None) -> dict[str, Any]:
     """Decode and score one clip; never raises for a bad clip (``ok`` false + ``error``).
@@ -244,14 +283,16 @@ def score_clip(path: Path, scorer: Scorer, batch: int = 16, max_frames: int | No
             way, so the clip is decoded once).
 
     Returns:
-        The clip record of docs/score-json.md (with ``timing``).
+        The clip record of docs/score-json.md (with ``timing``); a clip the "not scorable"
+        gate refuses has ``ok`` false and no video score (:func:`refuse_unscorable`).
     """
     timer = {"decode_s": 0.0, "infer_s": 0.0}
     t0 = time.perf_counter()
     rec: dict[str, Any] = {"path": str(path), "name": path.name, "ok": True, "error": None,
                            "truncated": False}
+    gate = ClipGate()
     try:
-        frames = decode_file(path, max_frames=max_frames)
+        frames = _gated(decode_file(path, max_frames=max_frames), gate)
         if on_frame is not None:
             frames = _tapped(frames, on_frame)
         rec.update(score_frames(frames, scorer, batch, timer))
@@ -264,6 +305,10 @@ def score_clip(path: Path, scorer: Scorer, batch: int = 16, max_frames: int | No
     except Exception as exc:  # report and go on with the next clip
         log.debug("%s failed", path, exc_info=True)
         rec.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+    verdict = gate.verdict()
+    rec.update(gate_record(verdict))
+    if rec["scorable"] is False:
+        refuse_unscorable(rec, verdict)
     total = time.perf_counter() - t0
     n = int(rec.get("n_frames") or 0)
     rec["timing"] = {"decode_s": round(timer["decode_s"], 4), "infer_s": round(timer["infer_s"], 4),

@@ -18,6 +18,8 @@ from stream.csvsafe import SafeDictWriter
 def summary_line(i: int, n: int, rec: dict[str, Any]) -> str:
     """One line per clip for stdout."""
     head = f"[{i}/{n}] {rec['name']}:"
+    if rec.get("scorable") is False:
+        return f"{head} NOT SCORABLE, no video score ({rec['error']})"
     if rec.get("truncated") and rec.get("n_frames"):
         v = rec["video"]
         return (f"{head} TRUNCATED, {rec['n_frames']} frames before the cut scored (video "
@@ -40,8 +42,18 @@ def _findings_note(video: dict[str, Any]) -> str:
 
 
 CSV_FIELDS = ("path", "ok", "error", "n_frames", "video_score", "p0", "p1", "p2", "p3",
-              "max_frame_score", "fps", "truncated")
+              "max_frame_score", "fps", "truncated", "scorable", "scorable_reason",
+              "scorable_share")
 """The CSV's fixed columns; a bundle with findings adds ``<name>_mean`` columns after them."""
+
+
+def _gate_cells(clip: dict[str, Any]) -> dict[str, Any]:
+    """The gate's columns: 1/0 (empty when no frame was decoded), the reason, the share."""
+    scorable = clip.get("scorable")
+    share = clip.get("scorable_share")
+    return {"scorable": "" if scorable is None else int(scorable),
+            "scorable_reason": clip.get("scorable_reason") or "",
+            "scorable_share": "" if share is None else share}
 
 
 def _clip_findings(clip: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -55,16 +67,18 @@ def write_clips_csv(path: str | Path, clips: Sequence[dict[str, Any]]) -> None:
         w = SafeDictWriter(f, fieldnames=[*CSV_FIELDS, *(f"{n}_mean" for n in names)])
         w.writeheader()
         for c in clips:
-            has_video = bool(c.get("n_frames"))
+            has_video = bool(c.get("n_frames")) and c["video"]["score"] is not None
             probs = c["video"]["probs"] if has_video else [""] * 4
             found = _clip_findings(c)
+            frames = c.get("frames", []) if c.get("scorable") is not False else []
             w.writerow({
                 "path": c["path"], "ok": int(c["ok"]), "error": c["error"] or "",
                 "n_frames": c.get("n_frames", 0),
                 "video_score": c["video"]["score"] if has_video else "",
                 **{f"p{k}": probs[k] for k in range(4)},
-                "max_frame_score": max((fr["score"] for fr in c.get("frames", [])), default=""),
+                "max_frame_score": max((fr["score"] for fr in frames), default=""),
                 "fps": c["timing"]["fps"], "truncated": int(bool(c.get("truncated"))),
+                **_gate_cells(c),
                 **{f"{n}_mean": found[n]["mean"] if n in found else "" for n in names},
             })
 

@@ -2,7 +2,10 @@
 which scores through the one scoring core :mod:`engines.scorer`).
 
 A clip scored here has exactly the numbers ``pleura score CLIP`` prints; its full
-pleura-score document is kept in ``EXAM/scores/<clip>.json``.
+pleura-score document is kept in ``EXAM/scores/<clip>.json``. A clip that ``pleura score``
+calls not scorable (``scorable: false``: no image — a probe lifted off the skin —, noise, not a
+lung view; :mod:`engines.scorable`) is entered as failed with that reason (``ok`` false,
+``error``) and no score, probabilities, key frame or findings, so it never scores its zone.
 """
 
 from __future__ import annotations
@@ -84,7 +87,8 @@ def score_into_exam(exam: Exam, zone: str, clip: str | Path, scorer: Scorer,
                     batch: int = 16, max_frames: int | None = None,
                     save: bool = True) -> tuple[ClipRecord, dict[str, Any]]:
     """Score one clip and add it to ``zone`` of ``exam`` (replacing an earlier entry of the
-    same file). Never raises for a bad clip: the entry has ``ok`` false and ``error``.
+    same file). Never raises for a bad clip: the entry has ``ok`` false and ``error`` (for a
+    clip that is not scorable, the gate's reason: it does not score the zone).
 
     Returns:
         (the zone's new clip record, the clip's pleura-score document)
@@ -100,7 +104,7 @@ def score_into_exam(exam: Exam, zone: str, clip: str | Path, scorer: Scorer,
     entry = ClipRecord(file=exam.relative(clip), ok=bool(rec.get("ok")), error=rec.get("error"),
                        n_frames=int(rec.get("n_frames") or 0),
                        score_file=exam.relative(score_file))
-    if rec.get("n_frames"):
+    if rec.get("n_frames") and rec.get("scorable") is not False:
         v = rec["video"]
         entry.video_score = int(v["score"]) if entry.ok else None
         entry.probs = [float(p) for p in v["probs"]]
