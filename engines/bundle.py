@@ -52,6 +52,9 @@ SEG_OUTPUTS = {
     "probs": "(B, 5, H, W) float32 softmax over {background, score 0..3}",
 }
 
+SIM_ONLY_NOTE = "simulator only — fails on real scans"
+"""What the page says beside a bundle that is not for real scans (manifest ``for_real_scans``)."""
+
 _REEXPORT_HINT = (
     "re-create the bundle with `pleura export RUN --out {path}` (or re-download/re-install "
     "the bundle that shipped with pleura)"
@@ -155,12 +158,59 @@ class Bundle:
         return False, (note.strip() if isinstance(note, str) and note.strip() else
                        "this bundle's segmentation masks are hidden by default")
 
+    @property
+    def real_scans(self) -> tuple[bool | None, str]:
+        """Whether the bundle is meant for real scans, and a short note saying so
+        (:func:`real_scans_of` on the manifest)."""
+        return real_scans_of(self.manifest)
+
     def _frame_entry(self) -> dict[str, Any]:
         entry = (self.manifest.get("models") or {}).get("frame")
         return entry if isinstance(entry, dict) else {}
 
     def has_segmentation(self) -> bool:
         return bool(self.seg_members)
+
+
+def real_scans_of(manifest: Mapping[str, Any]) -> tuple[bool | None, str]:
+    """Whether a bundle is meant for real scans (manifest ``for_real_scans``: true / false,
+    with an optional ``real_scans_note``), and a short note for the page.
+
+    A manifest written before the field existed gets it inferred from its training record:
+    a frame model trained by ``pleura train real`` (``training.frame_model`` says so,
+    ``training.real_clips`` is there, or the bundle ships ``frame-weights.npz``) is for real
+    scans; one whose training data all came from the simulator (``simulator_version`` in its
+    ``training.*_data``) is not; anything else is unknown (None: "not stated").
+
+    Returns:
+        (True | False | None, note); the note is ``SIM_ONLY_NOTE`` (or the manifest's own) for
+        False, "trained on real scans" for True, "not stated" for None.
+    """
+    stated = manifest.get("for_real_scans")
+    own = manifest.get("real_scans_note")
+    own = own.strip() if isinstance(own, str) and own.strip() else ""
+    if isinstance(stated, bool):
+        value: bool | None = stated
+    else:
+        value = _infer_real_scans(manifest)
+    if value is None:
+        return None, own or "for real scans: not stated in the bundle's manifest"
+    return value, own or ("trained on real scans" if value else SIM_ONLY_NOTE)
+
+
+def _infer_real_scans(manifest: Mapping[str, Any]) -> bool | None:
+    training = manifest.get("training")
+    training = training if isinstance(training, dict) else {}
+    files = manifest.get("files")
+    real = ("pleura train real" in str(training.get("frame_model", ""))
+            or "real_clips" in training
+            or (isinstance(files, dict) and "frame-weights.npz" in files))
+    if real:
+        return True
+    data = [v for k, v in training.items() if k.endswith("_data") and isinstance(v, dict)]
+    if data and all("simulator_version" in d for d in data):
+        return False
+    return None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -380,7 +430,8 @@ def write_manifest(path: str | Path, *, frame_file: str = "frame.onnx",
                    extra: Mapping[str, Any] | None = None,
                    extra_files: Iterable[str] = (),
                    finding_names: Iterable[str] = (),
-                   seg_display: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   seg_display: Mapping[str, Any] | None = None,
+                   for_real_scans: bool | None = None) -> dict[str, Any]:
     """Write ``manifest.json`` for the model files already in ``path``; hashes every file.
 
     Args:
@@ -397,6 +448,9 @@ def write_manifest(path: str | Path, *, frame_file: str = "frame.onnx",
             (B, F) sigmoid probabilities), or empty when it has none.
         seg_display: ``{"show": False, "note": ...}`` to hide the masks by default
             (:attr:`Bundle.masks_shown`).
+        for_real_scans: whether the bundle is meant for real scans; None infers it from
+            ``training`` (:func:`real_scans_of`: a ``pleura train real`` run is, a run on
+            simulated data only is not) and writes it when that is known.
 
     Returns:
         The manifest dict that was written.
@@ -447,6 +501,12 @@ def write_manifest(path: str | Path, *, frame_file: str = "frame.onnx",
         "commands": list(commands),
         "evaluation": dict(evaluation or {}),
     }
+    if for_real_scans is None:
+        for_real_scans = _infer_real_scans(manifest)
+    if for_real_scans is not None:  # after "created_at", where a reader looks first
+        items = list(manifest.items())
+        at = [k for k, _ in items].index("created_at") + 1
+        manifest = dict([*items[:at], ("for_real_scans", bool(for_real_scans)), *items[at:]])
     if extra:
         manifest.update(extra)
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

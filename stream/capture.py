@@ -8,7 +8,9 @@ stalled capture. State changes of the source ("connecting", "playing", "stalled"
 change, and again every few seconds while no frame flows, so CONFLATE never eats a frame and a
 worker that joined late learns the state); so do "paused" and "stopped" while the CONTROL
 commands pause / stop hold the source (the next frame after resume / start says "playing"
-again). Periodic heartbeats go to the supervisor.
+again). Periodic heartbeats go to the supervisor. A source that cannot be opened at all (a missing
+file, no such device) is reported the same way, as "error" with the reason, before the process
+exits (:func:`report_open_error`).
 
 Stopping: SIGINT / SIGTERM set the stop event; a watcher thread then closes the source, which
 ends a live source's wait (connecting, reconnecting, stalled) at once. If the loop is still
@@ -58,7 +60,11 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
     if len(cfg.source) > MAX_SOURCE_CHARS:
         raise SourceError(f"source name is {len(cfg.source)} characters long; at most "
                           f"{MAX_SOURCE_CHARS} are allowed")
-    source = open_source(cfg.source, source_options(cfg))
+    try:
+        source = open_source(cfg.source, source_options(cfg))
+    except SourceError as exc:
+        report_open_error(cfg, str(exc))
+        raise
     done = threading.Event()
     threading.Thread(target=_close_on_stop, args=(stop, done, source), daemon=True,
                      name="capture-stop").start()
@@ -144,6 +150,35 @@ def run_capture(cfg: CaptureConfig, stop: threading.Event | None = None) -> int:
         hb.close()
         if ctl is not None:
             ctl.close(0)
+
+
+OPEN_ERROR_SENDS = 4
+"""How often a source that cannot be opened is reported to the worker, ``OPEN_ERROR_EVERY_S``
+apart: a PUB drops what it sends before a subscriber has connected (the worker's SUB connects
+to this fresh socket within a few hundred ms)."""
+OPEN_ERROR_EVERY_S = 0.25
+
+
+def report_open_error(cfg: CaptureConfig, detail: str) -> None:
+    """Tell the worker (and so the page) that the source cannot be opened: the state "error"
+    with the reason, on the frames socket, before the capture process exits. Without it the
+    page said "Connecting" for ever while only the log had the reason (issue #29). Best
+    effort: a frames address that cannot be bound is left to the caller's error."""
+    ctx: zmq.Context = zmq.Context.instance()
+    try:
+        pub = pub_socket(ctx, cfg.frames_addr, hwm=2)
+    except zmq.ZMQError:
+        return
+    meta = SourceState(state="error", source=cfg.source[:MAX_SOURCE_CHARS], detail=detail,
+                       session=time.time())
+    raw = encode(Message(Kind.HEARTBEAT, cfg.stream_id, 0, meta=meta.to_json()))
+    try:
+        for _ in range(OPEN_ERROR_SENDS):
+            time.sleep(OPEN_ERROR_EVERY_S)
+            with contextlib.suppress(zmq.Again):
+                pub.send(raw, zmq.NOBLOCK)
+    finally:
+        pub.close(0)
 
 
 def _close_on_stop(stop: threading.Event, done: threading.Event, source) -> None:

@@ -17,6 +17,9 @@ aggregate, ~uniform once a long clip saturates it), ``evidence`` (each score's s
 evidence, whose largest is the score: what the page's bars show), ``log_aggregate`` and
 ``frame_share`` (fraction of the video's frames per frame score)
 (:func:`stream.result_fields.video_meta` of the stream's :class:`engines.scorer.RunningScore`).
+A looped file does not restart it on every pass: once a pass scored from the file's start has
+ended, each RESULT's ``video`` is that pass's score with ``complete: true`` (and
+``pass_frames``, the frames of the pass now playing), until the source changes or a reset.
 ``crops`` says whether the page draws the crop boxes by default (none for a whole-frame model,
 whose θ are the identity; hidden for a bundle marked ``models.frame.localises: false``;
 :func:`stream.result_fields.crops_meta`).
@@ -137,6 +140,7 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event,
             if batch:
                 for res, st in worker.guard("scoring a batch", worker.process, batch) or ():
                     send(worker.guard("encoding a result", worker.finish, res, st))
+            worker.mark_idle()  # a quiet stream's state again, for a page that joined late
             for raw in worker.state_updates():
                 send(raw)
             worker.expire()

@@ -10,6 +10,7 @@ adds the wire checks, the per-stream table and the RESULT fields (:mod:`stream.r
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from stream.result_fields import (
     video_meta,
 )
 from stream.seglane import SegLane
+from stream.sources import scheme_of
 from stream.streamtable import StreamState, StreamTable
 from stream.wire import Kind, Message
 
@@ -47,6 +49,13 @@ STATUS_HW = (240, 320)
 DROPS = ("garbage", "old_version", "bad_meta", "bad_frame", "errors", "control", "reset_refused")
 """Kinds of dropped messages counted in the heartbeat's ``dropped`` (plus evicted / expired)."""
 OTHER_COMMANDS = tuple(c for c in COMMANDS if c != "reset")
+RESEND_IDLE_S = 2.0
+"""A stream that published nothing for this long has its last result (its source state) sent
+again: a page that connected later, or lost the one status message to CONFLATE, learns that
+the source failed even when no capture is left to repeat it (issue #29)."""
+WHOLE_PASS_START = 3
+"""A file pass whose first scored frame has an index above this started late (the worker
+joined mid-file): its video score is not kept as the whole clip's."""
 """CONTROL commands meant for capture or the supervisor (the worker ignores them)."""
 
 
@@ -84,6 +93,12 @@ class Worker:
         self.processed = 0
         self.skipped = 0
         self.state_changed: set[int] = set()
+        # per stream: the video score of the last complete pass of a looped file (shown while
+        # the file plays again, so the score does not restart on every loop) and the index of
+        # the first frame scored in the current pass
+        self.whole_clip: dict[int, dict[str, Any]] = {}
+        self.pass_start: dict[int, int | None] = {}
+        self.sent_at: dict[int, float] = {}  # monotonic time of each stream's last RESULT
 
     @property
     def engine(self) -> Any:
@@ -127,11 +142,16 @@ class Worker:
     def _new_state(self, sid: int, key: tuple | None) -> StreamState:
         st = StreamState(self.scorer.running(), restarted=self.cfg.restarted, key=key)
         self._forget(self.streams.put(sid, st))
+        self.whole_clip.pop(sid, None)
+        self.pass_start.pop(sid, None)
         return st
 
     def _forget(self, sids: list[int]) -> None:
         for sid in sids:
             self.state_changed.discard(sid)
+            self.whole_clip.pop(sid, None)
+            self.pass_start.pop(sid, None)
+            self.sent_at.pop(sid, None)
             if self.seg is not None:
                 self.seg.forget(sid)
 
@@ -147,10 +167,13 @@ class Worker:
         elif st.key is None:  # known from a source-state message only: its first frame
             st.key = key
         elif key != st.key:  # new source, restarted capture or a new loop pass: new video
+            self._end_pass(msg.stream_id, st, key)
             st.reset_video()
             st.restarted, st.key, st.last_seq, st.mask_seq = False, key, None, None
             if self.seg is not None:
                 self.seg.forget(msg.stream_id)
+        if self.pass_start.get(msg.stream_id) is None:
+            self.pass_start[msg.stream_id] = fm.index
         st.source, st.source_state = fm.source, fm.state
         if st.last_seq is not None and msg.seq > st.last_seq + 1:
             gap = msg.seq - st.last_seq - 1
@@ -158,6 +181,22 @@ class Worker:
             self.skipped += gap
         st.last_seq = msg.seq
         return st
+
+    def _end_pass(self, sid: int, st: StreamState, key: tuple) -> None:
+        """A stream's video changes: when it is the same file starting its next loop pass
+        (only the epoch moved) after a pass scored from its start, keep that pass's video
+        score as the whole clip's (``complete``); anything else forgets it."""
+        start = self.pass_start.pop(sid, None)
+        same_file = (st.key is not None and tuple(key[:2]) == tuple(st.key[:2])
+                     and scheme_of(str(key[0] or "")) == "file")
+        if not same_file:
+            self.whole_clip.pop(sid, None)
+        elif start is not None and start <= WHOLE_PASS_START and st.running.n_frames > 0:
+            clip = video_meta(st.running, st.restarted)
+            found = st.running.findings
+            if found is not None:
+                clip["findings"] = found.summary()
+            self.whole_clip[sid] = {**clip, "complete": True}
 
     def on_source_state(self, sid: int, ss: SourceState) -> None:
         """A capture's source-state message: remember it; the loop then publishes it."""
@@ -186,8 +225,17 @@ class Worker:
         res.stamp("published", now)
         return res
 
+    def mark_idle(self, now: float | None = None) -> None:
+        """Queue a re-send (:meth:`state_updates`) of every stream that published nothing for
+        :data:`RESEND_IDLE_S`."""
+        now = time.monotonic() if now is None else now
+        for sid in self.streams.ids():
+            if now - self.sent_at.get(sid, -math.inf) >= RESEND_IDLE_S:
+                self.state_changed.add(sid)
+
     def state_updates(self) -> list[bytes]:
-        """Encoded re-sends of the last result of every stream whose source state changed."""
+        """Encoded re-sends of the last result of every stream whose source state changed
+        (or that went quiet: :meth:`mark_idle`)."""
         out = []
         for sid in sorted(self.state_changed):
             st = self.streams.peek(sid)
@@ -195,10 +243,13 @@ class Worker:
                 continue
             st.last_result.meta["source_state"] = st.source_state
             st.last_result.meta["source_detail"] = st.source_detail  # why (the page says it)
+            if st.source:  # the source the state is about (a new one may have failed)
+                st.last_result.meta["source"] = st.source
             st.last_result.meta["resent"] = True  # not a new frame (stats skip it)
             raw = self.guard("re-sending a result", encode_result, st.last_result)
             if raw is not None:
                 out.append(raw)
+                self.sent_at[sid] = time.monotonic()
         self.state_changed.clear()
         return out
 
@@ -209,6 +260,8 @@ class Worker:
                 st = self.streams.peek(sid)
                 st.reset_video()
                 st.restarted = False
+                self.whole_clip.pop(sid, None)  # the running score starts again, shown
+                self.pass_start[sid] = None
 
     def control(self, meta: dict[str, Any]) -> None:
         """Apply one CONTROL message (semantics in the module docstring)."""
@@ -309,6 +362,9 @@ class Worker:
         if fs.findings is not None and found is not None:
             meta["findings"] = findings_dict(found.names, fs.findings)
             meta["video"]["findings"] = found.summary()
+        clip = self.whole_clip.get(msg.stream_id)
+        if clip is not None:  # a looped file: its last complete pass, not a restarted score
+            meta["video"] = {**clip, "pass_frames": st.running.n_frames}
         masks: dict[str, np.ndarray] = {}  # the RESULT's "mask" / "unc" arrays
         if self.seg is not None:
             self.seg.submit(msg.stream_id, msg.seq, grey, disp.shape[:2])
@@ -341,6 +397,7 @@ class Worker:
         res.meta["latency_ms"] = round((res.at("published") - res.at("grabbed")) * 1000.0, 3)
         raw = encode_result(res)  # checked against stream.messages.Result
         st.last_result = res
+        self.sent_at[res.stream_id] = time.monotonic()
         return raw
 
     def close(self) -> None:

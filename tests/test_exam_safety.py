@@ -231,3 +231,14 @@ def test_stale_temporary_files_are_removed_on_the_next_save(tmp_path):
     exam.set_override("R1", 1)
     assert not stale.exists()
     assert Exam.open(exam.folder).zones["R1"].override.score == 1
+
+
+def test_patient_ids_with_underscores_open_but_never_escape(tmp_path):
+    """Real data sets name clips ``patient_62_R1.mp4``: '_' is allowed in a patient ID
+    (the zone is parsed from the right); '/', '.' and '..' still are not."""
+    desk = ExamDesk(None, root=tmp_path / "exams")
+    exam = desk.open("patient_62", 6, "2026-01-02")
+    assert exam.folder == (tmp_path / "exams" / "patient_62-2026-01-02").resolve()
+    for bad in ("patient_62/../x", "..", "p.62", "_x"):
+        with pytest.raises(ExamError, match="patient ID"):
+            desk.open(bad, 6, "2026-01-02")

@@ -20,7 +20,7 @@ from fastapi import Request
 from starlette.middleware import Middleware
 
 from ui import controls, exam, live_routes, report
-from ui.bundles import BundleChoice
+from ui.bundles import BundleChoice, bundle_scans
 from ui.httpguard import HostGuard, LoginLimits, LoginThrottle, allowed_names, host_name
 from ui.livepage import CSS, live_html
 from ui.result_feed import ControlPublisher, ResultStore, ResultSubscriber
@@ -102,12 +102,23 @@ def build_blocks(cfg: PageConfig, ctl: ControlPublisher,
         gr.Markdown(f"**{DISCLAIMER}**", elem_id="pleura-disclaimer")
         with gr.Tab("Live", id="live"):
             gr.HTML(live_html(), padding=False)
-            controls.build_controls(ctl, clips, cfg.limits, choice, desk.root)
+            demo = controls.build_controls(ctl, clips, cfg.limits, choice, desk.root,
+                                           playing=lambda: _playing(store))
         with gr.Tab("Exam", id="exam"):
             exam.build_exam_tab(desk)
         with gr.Tab("Report", id="report"):
             report.build_report_tab(clips, cfg, bundle_of=lambda: str(choice.path))
+        # the demo menu names the clip that plays, not the first file of the folder
+        blocks.load(lambda: gr.update(value=controls.menu_for(_playing(store), clips)), None,
+                    demo, queue=False)
     return blocks
+
+
+def _playing(store: ResultStore | None) -> str | None:
+    """The source URI of the newest result (None before the first)."""
+    latest = store.latest() if store is not None else None
+    src = latest.meta.get("source") if latest is not None else None
+    return src if isinstance(src, str) and src else None
 
 
 def _auth_checker(app, auth: tuple[str, str] | None):
@@ -175,7 +186,8 @@ class Server:
             self.host_names.add(host_name(share_url.split("//", 1)[-1].split("/", 1)[0]))
         app.include_router(live_routes.live_router(self.store, self.renderer,
                                             _auth_checker(app, self.cfg.auth),
-                                            limits=self.cfg.live_limits, stopping=self._stop))
+                                            limits=self.cfg.live_limits, stopping=self._stop,
+                                            bundle_scans=bundle_scans(self.cfg.bundle)))
         self.url = share_url or url
         log.info("pleura UI on %s (results from %s, control to %s)", url,
                  self.cfg.results_addr, ", ".join(self.control.addrs) or "none")

@@ -11,6 +11,7 @@ the page never named, is gone from the page (``pleura live --record DIR`` still 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
@@ -20,6 +21,10 @@ from ui.result_feed import ControlPublisher
 from ui.safety import SafetyError, UploadLimits, check_upload
 
 SOURCE_KINDS = ("demo clip", "upload", "capture device", "stream URL")
+DEMO_INFO = ("real-convex-covid.mov is a real scan the default bundle was trained on "
+             "(stream/demo/README.md): its score shows the pipeline working, not a held-out "
+             "result. demo-convex and demo-linear are simulated.")
+"""Under the demo-clip menu: which demo clips are training data (issue #29)."""
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "udp://", "http://", "https://", "srt://", "rtmp://")
 
 
@@ -49,6 +54,48 @@ def source_uri(kind: str, demo: str | None, upload: str | None, device: str | No
     raise SafetyError(f"unknown source kind {kind!r}; use one of {', '.join(SOURCE_KINDS)}")
 
 
+def playing_clip(source: str | None, clips: dict[str, Path]) -> str | None:
+    """The demo-clip menu name of the source that plays now, None when it is not a demo clip
+    (an upload, a device, a stream or another file) or nothing plays yet."""
+    if not source:
+        return None
+    try:
+        here = Path(source).resolve()
+        return next((k for k, v in clips.items() if v.resolve() == here), None)
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
+def default_clip(clips: dict[str, Path]) -> str | None:
+    """The menu's clip before anything is known: the one ``pleura live`` plays without
+    ``--source`` (:func:`stream.cli_live.demo_clip`) when offered, else the first."""
+    from stream.cli_live import demo_clip  # the supervisor's modules: only when asked
+
+    return playing_clip(str(demo_clip()), clips) or next(iter(clips), None)
+
+
+def menu_for(source: str | None, clips: dict[str, Path]) -> str | None:
+    """The demo clip the menu shows: the one playing; none when another source plays (so
+    "Use this source" never switches to a clip nobody chose); the default before any result."""
+    if not source:
+        return default_clip(clips)
+    return playing_clip(source, clips)
+
+
+def use_status(sent: str, uri: str, playing: str | None) -> str:
+    """The status line of "Use this source": what was sent and what it replaces."""
+    if not sent.startswith("Sent") or not playing:
+        return sent
+    shown = playing if "://" in playing else Path(playing).name
+    try:
+        same = uri == playing or Path(uri).resolve() == Path(playing).resolve()
+    except (OSError, ValueError, RuntimeError):
+        same = False
+    if same:
+        return f"{sent[:-1]} ({shown} was already playing: it starts again)."
+    return f"{sent[:-1]}, replacing {shown}."
+
+
 def _sent(ctl: ControlPublisher, cmd: str, what: str, **params) -> str:
     if not ctl.send(cmd, **params):
         return "No control address: start the page with --control-addr (pleura live does)."
@@ -74,12 +121,27 @@ def switch_bundle(ctl: ControlPublisher, choice: BundleChoice, label: str) -> st
 
 
 def build_controls(ctl: ControlPublisher, clips: dict[str, Path], limits: UploadLimits,
-                   choice: BundleChoice | None = None, exam_dir: Path | None = None) -> None:
-    """Add the control widgets to the current Blocks context and wire their events."""
+                   choice: BundleChoice | None = None, exam_dir: Path | None = None,
+                   playing: Callable[[], str | None] | None = None) -> gr.Dropdown:
+    """Add the control widgets to the current Blocks context and wire their events.
+
+    Args:
+        playing: the source URI that plays now (the newest result's), or None; "Use this
+            source" says what it replaces.
+
+    Returns:
+        The demo-clip menu; the page sets it to :func:`menu_for` the playing source on load.
+
+    Long because Gradio wires events inside the Blocks context where the widgets are made.
+    """
+    playing = playing or (lambda: None)
     with gr.Accordion("Source and controls", open=True):
+        gr.HTML("<div id='pleura-now-playing' class='pl-sub'>Now playing: nothing yet</div>",
+                padding=False)
         with gr.Row():
             kind = gr.Radio(list(SOURCE_KINDS), value="demo clip", label="source")
-            demo = gr.Dropdown(list(clips), value=next(iter(clips), None), label="demo clip")
+            demo = gr.Dropdown(list(clips), value=default_clip(clips), label="demo clip",
+                               elem_id="pleura-demo-choice", info=DEMO_INFO)
             upload = gr.File(label="upload a clip", file_types=list(limits.extensions),
                              type="filepath", visible=False)
             device = gr.Textbox("v4l2:///dev/video0", label="capture device", visible=False)
@@ -112,8 +174,9 @@ def build_controls(ctl: ControlPublisher, clips: dict[str, Path], limits: Upload
             uri = source_uri(k, d, up, dev, u, clips, limits)
         except SafetyError as exc:
             return f"Not changed: {exc}"
-        return _sent(ctl, "source", f"source {Path(uri).name if k != 'stream URL' else uri}",
+        sent = _sent(ctl, "source", f"source {Path(uri).name if k != 'stream URL' else uri}",
                      uri=uri, loop=bool(lp))
+        return use_status(sent, uri, playing())
 
     use.click(on_use, [kind, demo, upload, device, url, loop], status)
     for btn, cmd, what in ((start, "start", "start"), (pause, "pause", "pause"),
@@ -125,3 +188,4 @@ def build_controls(ctl: ControlPublisher, clips: dict[str, Path], limits: Upload
     if bundle is not None and choice is not None:
         bundle.input(lambda label: switch_bundle(ctl, choice, label), bundle, status,
                      queue=False)
+    return demo

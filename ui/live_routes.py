@@ -25,7 +25,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ui import overlay, timeline
 from ui.bounds import BoundedStream, Gate, flag_param, float_param, int_param
+from ui.certainty import result_certainty
 from ui.livestate import page_state
 from ui.result_feed import LiveResult, ResultStore
 
@@ -86,13 +87,21 @@ def state_header(store: ResultStore) -> str:
     return json.dumps(finite(state), separators=(",", ":"), ensure_ascii=True)
 
 
-def result_headers(r: LiveResult, state: str = "") -> dict[str, str]:
+def result_headers(r: LiveResult, state: str = "",
+                   bundle_scans: Mapping[str, dict] | None = None) -> dict[str, str]:
     """``X-Pleura-*`` headers: counter, seq, grab / UI-receive times, the compact metadata and
-    the page's source state (``X-Pleura-State``, :func:`state_header`)."""
+    the page's source state (``X-Pleura-State``, :func:`state_header`).
+
+    The metadata adds what the page says about the result: ``certainty`` (frame and video
+    score uncertain or not, and why: :func:`ui.certainty.result_certainty`) and
+    ``bundle_scans`` (``{"real", "note"}`` of the result's bundle from ``bundle_scans``,
+    :func:`ui.bundles.bundle_scans`; None for a bundle the page does not know)."""
     meta = finite({k: r.meta.get(k) for k in META_KEYS if k in r.meta})
     meta["has_mask"] = r.mask is not None
     meta["has_unc"] = r.unc is not None
     meta["finding_rows"] = overlay.finding_rows(r.meta)  # labelled for the page; [] if none
+    meta["certainty"] = finite(result_certainty(r.meta))
+    meta["bundle_scans"] = (bundle_scans or {}).get(str(r.meta.get("bundle")))
     h, w = r.frame.shape[:2]
     meta["crop_notes"] = overlay.crop_notes(r.meta.get("boxes"), w, h)
     return {
@@ -147,7 +156,8 @@ class LiveLimits:
 def live_router(store: ResultStore, renderer: FrameRenderer,
                 auth_check: Callable[[Request], bool] | None = None,
                 max_wait_s: float | None = None, limits: LiveLimits | None = None,
-                stopping: threading.Event | None = None) -> fastapi.APIRouter:
+                stopping: threading.Event | None = None,
+                bundle_scans: Mapping[str, dict] | None = None) -> fastapi.APIRouter:
     """The live endpoints (see the module docstring) bound to one store.
 
     The endpoints are ``async`` and run their blocking work on the threads of their own
@@ -162,6 +172,8 @@ def live_router(store: ResultStore, renderer: FrameRenderer,
         max_wait_s: longest long-poll (overrides ``limits.max_wait_s``).
         limits: the bounds; :class:`LiveLimits` defaults when None.
         stopping: set when the server closes; open MJPEG streams end within ``max_wait_s``.
+        bundle_scans: {bundle name: {"real", "note"}} (:func:`ui.bundles.bundle_scans`), so the
+            page says when a bundle is not for real scans.
 
     Long because the endpoints are closures over one store, renderer and gate (FastAPI
     routes registered on one router); the work they do lives in :class:`FrameRenderer` and
@@ -210,7 +222,7 @@ def live_router(store: ResultStore, renderer: FrameRenderer,
                                                       "X-Pleura-State": state_header(store)})
         data = await anyio.to_thread.run_sync(renderer.jpeg, r, *show, limiter=renders)
         return Response(content=data, media_type="image/jpeg",
-                        headers=result_headers(r, state_header(store)))
+                        headers=result_headers(r, state_header(store), bundle_scans))
 
     @router.get("/pleura/live.mjpg")
     async def live_mjpg(mask: str | None = None, unc: str | None = None,

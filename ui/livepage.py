@@ -64,6 +64,15 @@ CSS = """
 #pleura-findings .pl-track {position: relative;}
 #pleura-findings .pl-track div {background: #555;}
 #pleura-findings .pl-track .pl-mark {position: absolute; top: 0; width: 2px; background: #e6005a;}
+.pl-unc-tag {font-size: 15px; font-weight: 700; color: #8a5300; background: #fff3d6;
+              border-radius: 4px; padding: 1px 6px; margin-left: 8px; vertical-align: middle;}
+.pl-big.pl-uncertain .pl-num {color: #777;}
+.pl-cert {font-size: 12px; color: #8a5300; min-height: 1em;}
+.pl-warn {border-left: 4px solid #c0003c; background: #fde7ee; padding: 4px 10px;
+          margin-bottom: 6px; font-size: 15px;}
+.pl-mask-flag {position: absolute; left: 6px; bottom: 6px; background: rgba(0, 0, 0, 0.72);
+               color: #ffdc00; padding: 3px 8px; border-radius: 4px; font-size: 13px;}
+#pleura-timeline[hidden] {display: none;}
 #pleura-report-strip .caption-label, #pleura-report-strip figcaption {
   white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
   max-width: none !important; font-size: 12px; line-height: 1.3;}
@@ -88,8 +97,12 @@ def legend_html() -> str:
         "<div id='pleura-legend' class='pl-legend'>"
         "<div><b>Scores</b> (0&ndash;3, Soldati et al. 2020; the same colours in the mask, "
         f"the bars and the timeline):</div><ul>{rows}</ul>"
-        "<div><b>Mask</b>: each region in the colour of the score it shows. "
-        "<b>Uncertainty</b>: brighter = the segmentation is less sure.</div>"
+        "<div><b>Mask</b>: <span id='pleura-mask-legend'>each region in the colour of the "
+        "score it shows</span>. <b>Uncertainty</b>: <span id='pleura-unc-legend'>brighter = "
+        "the segmentation is less sure</span>.</div>"
+        "<div><b>uncertain</b> beside a score: a close call (its share or its lead over the "
+        "next score is small; on held-out clips such scores were wrong more often than right) "
+        "or findings that contradict it. Read the image.</div>"
         f"<div id='pleura-crop-legend'><b>Boxes</b>: {crop}.</div>"
         "<div>See docs/clinician.md for how the scores are formed and when to distrust "
         "them.</div></div>")
@@ -103,7 +116,10 @@ TIMINGS = (("display fps", "pleura-fps"), ("end-to-end latency (ms)", "pleura-la
 
 
 def live_html() -> str:
-    """The Live tab's view and side panel (element ids are what ``live.js`` fills)."""
+    """The Live tab's view and side panel (element ids are what ``live.js`` fills).
+
+    Long because it is one HTML template, read top to bottom as the page lays out.
+    """
     timings = "".join(f"<tr><td>{k}</td><td id='{i}'>&ndash;</td></tr>" for k, i in TIMINGS)
     return f"""
 <div id="pleura-live">
@@ -111,32 +127,42 @@ def live_html() -> str:
   <span id="pleura-state" class="pl-state-label">Connecting</span>
   <span id="pleura-state-detail" class="pl-state-detail">waiting for the first result</span>
  </div>
+ <div id="pleura-bundle-warning" class="pl-warn" hidden></div>
  <div class="pl-row">
   <div class="pl-view">
    <div id="pleura-canvas-box" class="pl-canvas-box pl-notlive">
     <canvas id="pleura-canvas" width="640" height="480"></canvas>
     <div id="pleura-stale" class="pl-stale-note">No image yet</div>
+    <div id="pleura-mask-flag" class="pl-mask-flag" hidden></div>
    </div>
    <div class="pl-switches">
     <label><input type="checkbox" id="pleura-mask" checked> segmentation mask<span
      id="pleura-mask-note"></span></label>
-    &nbsp;<label><input type="checkbox" id="pleura-unc"> uncertainty<span
+    &nbsp;<label id="pleura-unc-label"><input type="checkbox" id="pleura-unc"> uncertainty<span
      id="pleura-unc-note"></span></label>
     &nbsp;<label id="pleura-boxes-label"><input type="checkbox" id="pleura-boxes" checked>
      crop boxes</label>
    </div>
    <div id="pleura-crop-note" class="pl-note"></div>
    <div id="pleura-mask-why" class="pl-note"></div>
-   <img id="pleura-timeline" alt="timeline: frame scores and running video score over time">
+   <img id="pleura-timeline" alt="" hidden role="img"
+    aria-label="timeline: frame scores and running video score over time">
    <div class="pl-sub" id="pleura-timeline-key">{html.escape(KEY)}</div>
   </div>
   <div class="pl-side">
-   <div>Frame score</div><div class="pl-big" id="pleura-frame-score">&ndash;</div>
+   <div>Frame score</div>
+   <div class="pl-big" id="pleura-frame-big"><span class="pl-num"
+    id="pleura-frame-score">&ndash;</span><span id="pleura-frame-unc" class="pl-unc-tag"
+    hidden>uncertain</span></div>
+   <div class="pl-cert" id="pleura-frame-why"></div>
    <div class="pl-sub">this frame's probability of each score</div>
    <div id="pleura-frame-probs"></div>
-   <div style="margin-top:10px">Video score (running, <span id="pleura-video-n">0</span>
-    frames)</div>
-   <div class="pl-big" id="pleura-video-score">&ndash;</div>
+   <div style="margin-top:10px">Video score (<span id="pleura-video-kind">running</span>,
+    <span id="pleura-video-n">0</span> frames)</div>
+   <div class="pl-big" id="pleura-video-big"><span class="pl-num"
+    id="pleura-video-score">&ndash;</span><span id="pleura-video-unc" class="pl-unc-tag"
+    hidden>uncertain</span></div>
+   <div class="pl-cert" id="pleura-video-why"></div>
    <div class="pl-sub" title="Each score's share of the clip's combined (uninorm) evidence,
  per frame; for one frame these are its probabilities. The outlined bar is the video score.">
     how strongly the clip so far supports each score (outlined: the video score)</div>
@@ -149,7 +175,8 @@ def live_html() -> str:
    </div>
    {legend_html()}
    <table style="margin-top:8px">
-    <tr><td>model bundle</td><td id="pleura-bundle">&ndash;</td></tr>
+    <tr><td>model bundle</td><td><span id="pleura-bundle">&ndash;</span><span
+     id="pleura-bundle-note" class="pl-cert"></span></td></tr>
     <tr><td>source</td><td id="pleura-source">&ndash;</td></tr>
    </table>
    <details id="pleura-timings"><summary>Engineering timings</summary>

@@ -59,6 +59,7 @@ class ClipReport:
     findings: dict[str, dict[str, Any]] | None = None
     crops: dict[str, Any] | None = None
     evidence: tuple[float, ...] | None = None
+    real_scans: tuple[bool | None, str] = (None, "")
 
     @property
     def video_score(self) -> int:
@@ -202,9 +203,20 @@ def summary_html(report: ClipReport) -> str:
             f"{report.video_score}</div><div style='font-size:12px'>{what}</div>"
             f"<table><tr>{cells}</tr></table>{findings_html(report)}"
             f"{crops_html(report)}"
+            f"{_sim_warning(report)}"
             f"<div>{len(report.rows)} frames scored in {report.seconds:.1f} s "
             f"({fps:.0f} frames/s), backend {esc(str(report.backend))}, "
             f"bundle {esc(str(report.bundle))}</div></div>")
+
+
+def _sim_warning(report: ClipReport) -> str:
+    """A red line when the bundle is not for real scans (manifest ``for_real_scans``)."""
+    real, note = report.real_scans
+    if real is not False:
+        return ""
+    return (f"<div id='pleura-report-sim-warning' style='color:#c0003c;font-weight:700'>"
+            f"Model bundle {html.escape(str(report.bundle))}: {html.escape(note)}. Its scores "
+            f"on a real scan are not meaningful.</div>")
 
 
 def build_report(path: Path, bundle: str | None, backend: str, limits: UploadLimits,
@@ -224,8 +236,21 @@ def build_report(path: Path, bundle: str | None, backend: str, limits: UploadLim
     report = ClipReport(clip=path.name, rows=tuple(got.rows),
                         video_probs=got.rows[-1].video_probs, backend=got.backend,
                         bundle=got.bundle, seconds=time.perf_counter() - t0,
-                        findings=got.findings, crops=got.crops, evidence=got.evidence)
+                        findings=got.findings, crops=got.crops, evidence=got.evidence,
+                        real_scans=_real_scans(bundle))
     return report, got.frames
+
+
+def _real_scans(bundle: str | None) -> tuple[bool | None, str]:
+    """What the bundle's manifest says about real scans (:func:`engines.bundle.real_scans_of`)."""
+    from engines.bundle import default_bundle_path, real_scans_of
+
+    path = Path(bundle) if bundle else default_bundle_path()
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, ""
+    return real_scans_of(manifest) if isinstance(manifest, dict) else (None, "")
 
 
 def make_report(upload: str | None, demo: str | None, clips: dict[str, Path], cfg: PageConfig,

@@ -83,8 +83,9 @@ def frame_pts(meta: dict[str, Any]) -> float | None:
 class ResultStore:
     """Thread-safe newest result + bounded timeline of the current video.
 
-    The timeline restarts when the video's frame count goes backwards (reset, new loop pass,
-    restarted worker) or when the source changes.
+    The timeline restarts when the video's frame count goes backwards (reset, restarted
+    worker), when the frame index goes backwards (a new loop pass: the worker keeps the whole
+    clip's video score then, so the count does not go back) or when the source changes.
     """
 
     def __init__(self, timeline_len: int = 2000) -> None:
@@ -93,6 +94,7 @@ class ResultStore:
         self._n = 0
         self._key: tuple | None = None
         self._last_video_n = -1
+        self._last_index = -1
         self.frame_scores: deque[int] = deque(maxlen=timeline_len)
         self.expected: deque[float] = deque(maxlen=timeline_len)
         self.video_scores: deque[float] = deque(maxlen=timeline_len)
@@ -117,12 +119,19 @@ class ResultStore:
         video = meta.get("video") or {}
         key = (msg.stream_id, meta.get("source"))
         vn = int(video.get("n_frames", -1)) if video.get("n_frames") is not None else -1
+        idx = meta.get("index")
+        idx = idx if isinstance(idx, int) and not isinstance(idx, bool) else -1
+        scored = meta.get("score") is not None and not meta.get("resent")
         with self._cond:
-            # A new video: another source, or the running score started again (reset, loop
-            # pass, restarted worker), which shows as its frame count going backwards.
-            if key != self._key or (0 <= vn < self._last_video_n):
+            # A new video: another source, the running score started again (reset, restarted
+            # worker: its frame count goes backwards) or a file's next loop pass (its frame
+            # index goes backwards).
+            if (key != self._key or (0 <= vn < self._last_video_n)
+                    or (scored and 0 <= idx < self._last_index)):
                 self._clear_timeline()
             self._key, self._last_video_n = key, vn
+            if scored:
+                self._last_index = idx
             score = meta.get("score")
             if score is not None and not meta.get("resent"):
                 self.frame_scores.append(int(score))
@@ -161,6 +170,7 @@ class ResultStore:
         with self._cond:
             self._clear_timeline()
             self._last_video_n = -1
+            self._last_index = -1
 
     def latest(self) -> LiveResult | None:
         with self._cond:

@@ -55,8 +55,9 @@ EXAM_FILE = "exam.json"
 LOCK_FILE = ".exam.lock"
 DATE_RULE = "an ISO date YYYY-MM-DD, e.g. 2026-03-14"
 _DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-PATIENT_RULE = "1-64 letters, digits or '-', starting with a letter or digit (no spaces or '_')"
-_PATIENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+PATIENT_RULE = ("1-64 letters, digits, '-' or '_', starting with a letter or digit (no spaces, "
+                "'/' or '.')")
+_PATIENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 class ExamError(ValueError):

@@ -89,11 +89,18 @@
   // The source state (ui.livestate.page_state, sent with every answer): a large plain word
   // above the image, and a greyed image saying how old it is whenever it is not live.
   let lastState = "";
+  let current = null;  // the newest state, for the video score's wording
+  let lastMeta = null;
   function showState(st) {
     if (!st) { return; }
     const key = JSON.stringify(st);
     if (key === lastState) { return; }
     lastState = key;
+    current = st;
+    if (lastMeta) {
+      text("pleura-video-kind", videoKind(lastMeta.video || {}, st));
+      nowPlaying(lastMeta, st);
+    }
     const bar = $("pleura-state-bar");
     if (bar) { bar.className = "pl-state pl-" + st.key; bar.dataset.state = st.key; }
     text("pleura-state", st.label);
@@ -133,8 +140,11 @@
     text("pleura-crop-note", notes.join(" · "));
   }
   // Segmentation mask: hidden by default when the bundle says its masks are not meaningful
-  // on these images (meta.mask_display from the worker); reset when the bundle changes.
+  // on these images (meta.mask_display from the worker); reset when the bundle changes. When
+  // such a mask is switched on anyway, the note stays under the image, a flag sits on the
+  // image beside the mask, and the legend no longer claims the regions show the score.
   let maskBundle = null;
+  const MASK_LEGEND = "each region in the colour of the score it shows";
   function maskDefault(meta) {
     const m = meta.mask_display;
     const box = $("pleura-mask");
@@ -143,11 +153,85 @@
       maskBundle = meta.bundle;
       box.checked = !!m.show;
     }
-    text("pleura-mask-why", box.checked || !m.note ? "" : m.note);
+    const doubtful = !m.show && !!m.note;
+    const drawn = box.checked && !!meta.has_mask;
+    text("pleura-mask-why", !doubtful ? "" : box.checked ? "Mask shown, but not meaningful " +
+      "here: " + m.note.replace(/^segmentation mask hidden by default:\s*/i, "") : m.note);
+    const flag = $("pleura-mask-flag");
+    if (flag) {
+      flag.hidden = !(doubtful && drawn);
+      flag.textContent = "mask not meaningful on these images — see the note below";
+    }
+    text("pleura-mask-legend", doubtful && box.checked ? "coloured by the score each region " +
+      "seems to show, but this bundle's masks are not meaningful on these images (note " +
+      "under the image)" : MASK_LEGEND);
   }
-  function show(meta, e2e, disp) {
+  // The uncertainty switch only where there is a map to show (the worker's MC-dropout
+  // samples, `pleura live --mc-samples N`); otherwise the legend says how to get one.
+  function uncSwitch(meta) {
+    const label = $("pleura-unc-label");
+    if (label) { label.hidden = !meta.has_unc; }
+    if (!meta.has_unc && $("pleura-unc")) { $("pleura-unc").checked = false; }
+    text("pleura-unc-legend", meta.has_unc ? "brighter = the segmentation is less sure" :
+      "no map: the worker computes none (start pleura live with --mc-samples 8 for the " +
+      "segmentation's uncertainty map); the \u201cuncertain\u201d tag beside a score is " +
+      "always on");
+  }
+  // A close call or findings against the score: "uncertain" beside the number, and why
+  // (ui.certainty, sent as meta.certainty).
+  function certainty(prefix, c) {
+    const tag = $(prefix + "-unc");
+    const big = $(prefix + "-big");
+    const unsure = !!(c && c.uncertain);
+    if (tag) { tag.hidden = !unsure; }
+    if (big) { big.classList.toggle("pl-uncertain", unsure); }
+    text(prefix + "-why", unsure ? c.reasons.join(" · ") : "");
+  }
+  // A bundle that is not for real scans says so above the image (meta.bundle_scans, from its
+  // manifest's for_real_scans).
+  function bundleWarning(meta) {
+    const el = $("pleura-bundle-warning");
+    const b = meta.bundle_scans;
+    const sim = !!(b && b.real === false);
+    if (el) {
+      el.hidden = !sim;
+      el.textContent = sim ? "Model bundle " + (meta.bundle || "?") + ": " + b.note +
+        ". Its scores and masks on a real scan are not meaningful; choose the default bundle " +
+        "for real scans." : "";
+    }
+    text("pleura-bundle", meta.bundle || "–");
+    text("pleura-bundle-note", sim ? " (simulator only — fails on real scans)" : "");
+  }
+  // What the running video score covers: "running" while a clip plays, "whole clip" once a
+  // file's pass is complete (meta.video.complete: the worker keeps that pass's score while the
+  // file loops) or the clip ended, "so far" when the source paused, stopped or failed.
+  function videoKind(v, st) {
+    const key = st ? st.key : "live";
+    if (v.complete || key === "ended") { return "whole clip"; }
+    return key === "live" || key === "stalled" ? "running" : "so far";
+  }
+  // The source panel names what actually plays (the Gradio menu only says what "Use this
+  // source" would send).
+  function nowPlaying(meta, st) {
+    const el = $("pleura-now-playing");
+    if (!el) { return; }
+    const src = meta.source || "";
+    const name = src.split(/[\\/]/).pop();
+    const live = !st || st.live;
+    el.textContent = !src ? "Now playing: nothing yet" : live ? "Now playing: " + name :
+      "Source: " + name + " (" + st.label.toLowerCase() + ")";
+    el.title = src;
+  }
+  function show(meta, e2e, disp, st) {
     const v = meta.video || {};
     const vs = v.score === undefined || v.score === null ? null : v.score;
+    const cert = meta.certainty || {};
+    certainty("pleura-frame", cert.frame);
+    certainty("pleura-video", cert.video);
+    text("pleura-video-kind", videoKind(v, st));
+    nowPlaying(meta, st);
+    bundleWarning(meta);
+    uncSwitch(meta);
     text("pleura-frame-score", meta.score === undefined || meta.score === null ? "–" : String(meta.score));
     text("pleura-video-score", vs === null ? "–" : String(vs));
     text("pleura-video-n", v.n_frames === undefined || v.n_frames === null ? "0" : String(v.n_frames));
@@ -168,11 +252,10 @@
     text("pleura-worker-fps", fmt(meta.fps, 1));
     text("pleura-skipped", meta.skipped === undefined ? "–" : String(meta.skipped));
     text("pleura-backend", meta.backend || "–");
-    text("pleura-bundle", meta.bundle || "–");
     text("pleura-source", meta.source || "–");
     // Say when an overlay cannot be shown (no segmentation yet / no MC-dropout samples).
     text("pleura-mask-note", meta.has_mask ? "" : " (none yet)");
-    text("pleura-unc-note", meta.has_unc ? "" : " (needs --mc-samples)");
+    text("pleura-unc-note", "");
   }
   function nextPaint() {
     return new Promise((r) => {
@@ -184,10 +267,21 @@
   }
   let newSinceTimeline = false;
   let lastShown = 0;
+  // The timeline plot: hidden until a plot has loaded, hidden again if one fails (a broken
+  // image would show its alt text), so the page never shows a half-drawn placeholder.
+  function timelineImage() {
+    const img = $("pleura-timeline");
+    if (img && !img.dataset.wired) {
+      img.dataset.wired = "1";
+      img.addEventListener("load", () => { img.hidden = false; });
+      img.addEventListener("error", () => { img.hidden = true; });
+    }
+    return img;
+  }
   async function timelineLoop() {
     for (;;) {
       await sleep(500);
-      const img = $("pleura-timeline");
+      const img = timelineImage();
       if (!img || !newSinceTimeline) { continue; }
       newSinceTimeline = false;
       const w = Math.max(320, Math.min(1600, Math.round(img.parentElement.clientWidth || 640)));
@@ -258,10 +352,11 @@
       newSinceTimeline = true;
       // The numbers change at most 10 times a second: readable, and the page re-lays out less.
       showState(stateFrom(r));
+      lastMeta = meta;
       if (performance.now() - lastShown >= 100) {
         lastShown = performance.now();
         text("pleura-conn", "connected");
-        show(meta, e2e, disp);
+        show(meta, e2e, disp, current);
       }
     }
   }
