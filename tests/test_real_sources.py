@@ -277,3 +277,24 @@ def test_composites_of_held_out_clips_stay_out_of_training(tiny_sim, tmp_path): 
     assert 0 < len(kept) < len(every)
     assert not any(c.name.split(":")[1] in gone for c in kept)
     assert len(sim_clips(root, size=(64, 64), exclude_clips={"other.mp4"})) == len(every)
+
+
+@needs_pocus
+@pytest.mark.parametrize("name", ["Cov-Atlas+(44).gif", "Reg-NormalLungs.mp4",
+                                  "Pneu_northumbria_0409_set1_vid1.avi"])
+def test_training_and_runtime_give_the_model_the_same_input(name):
+    """One preprocessing contract (#25): what pleura train real feeds the model (cached
+    letterboxed grey frames / 255, repeated to the bundle's channels) equals what the worker
+    feeds the bundle's frame model for the same decoded frame, to 1e-5."""
+    from engines.bundle import default_bundle_path, load_bundle
+    from engines.preprocess import preprocess_batch
+    from stream.sources import decode_file
+    from train.real.frames import decode_clip
+
+    spec = load_bundle(default_bundle_path()).frame_spec
+    clip = decode_clip(POCUS / name, (spec.height, spec.width), max_frames=4)
+    frames = [f.image for f in decode_file(POCUS / name)]
+    runtime, _ = preprocess_batch([frames[i] for i in clip.index], spec)
+    training = np.repeat(clip.images.astype(np.float32)[:, None] / 255.0, spec.channels, axis=1)
+    assert runtime.shape == training.shape
+    assert np.abs(runtime - training).max() <= 1e-5
