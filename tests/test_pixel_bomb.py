@@ -13,7 +13,7 @@ import pytest
 
 from stream import cli
 from stream.sources import SourceError, decode_file
-from stream.sources.files import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, max_pixels
+from stream.sources.base import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, max_pixels
 
 
 def _mp4(path, w, h, n=2):
@@ -58,3 +58,16 @@ def test_limit_is_configurable_and_checked(tmp_path, monkeypatch):
     monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
     with pytest.raises(SourceError, match="not an integer"):
         max_pixels()
+
+
+def test_dicom_frames_above_the_limit_are_refused_before_pixel_data(tmp_path, monkeypatch):
+    """A DICOM cine's frame size comes from its header (Rows x Columns): checked before any
+    pixel data is decoded (an RLE cine of huge frames took 3.2 GB before #29)."""
+    from tests.test_dicom import write_dicom
+
+    frames = np.zeros((3, 120, 160), np.uint8)
+    write_dicom(tmp_path / "c.dcm", frames, rgb=False)
+    assert len(list(decode_file(tmp_path / "c.dcm"))) == 3
+    monkeypatch.setenv(MAX_PIXELS_ENV, str(120 * 160 - 1))
+    with pytest.raises(SourceError, match="160x120 .* exceed the limit"):
+        next(iter(decode_file(tmp_path / "c.dcm")))

@@ -10,6 +10,7 @@ chooses one by URI scheme.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -115,3 +116,36 @@ class Source(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the device / connection."""
+
+
+MAX_PIXELS_ENV = "PLEURA_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 4096 * 4096
+"""Frames larger than this (16.8 MP; a 4K capture is 8.3 MP, no ultrasound scanner sends more)
+are refused at decode, before any is converted: a tiny file of huge frames (a "pixel bomb")
+would otherwise take gigabytes. ``$PLEURA_MAX_PIXELS`` sets another limit."""
+
+
+def max_pixels() -> int:
+    """The frame-size limit in force (:data:`DEFAULT_MAX_PIXELS` or ``$PLEURA_MAX_PIXELS``)."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        raise SourceError(f"${MAX_PIXELS_ENV}={text!r} is not an integer number of pixels "
+                          f"(default {DEFAULT_MAX_PIXELS})") from None
+    if value <= 0:
+        raise SourceError(f"${MAX_PIXELS_ENV}={value} must be positive")
+    return value
+
+
+def check_frame_size(path: object, width: int, height: int) -> None:
+    """Raise :class:`SourceError` for frames above :func:`max_pixels`."""
+    limit = max_pixels()
+    if width * height > limit:
+        raise SourceError(
+            f"{path}: frames of {width}x{height} ({width * height / 1e6:.1f} MP) exceed the "
+            f"limit of {limit / 1e6:.1f} MP; an ultrasound clip is far smaller (this looks "
+            f"like a decompression bomb). Downscale the video, or raise ${MAX_PIXELS_ENV} "
+            "if it is genuine")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.sources.base import DecodedFrame, SourceError, TruncatedError
+from stream.sources.base import DecodedFrame, SourceError, TruncatedError, check_frame_size
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -101,6 +101,7 @@ def decode_dicom(path: str | Path, max_frames: int | None = None,
 
     p = Path(path)
     ds = read_header(p)
+    check_frame_size(p, int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0))
     rate = frame_rate(ds, fps)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     bits = int(ds.get("BitsStored", 8))
