@@ -394,6 +394,8 @@ def _chunked_upload(port: int, files: int, size: int) -> tuple[int, bytes, bool]
         while more := s.recv(65536):
             answer += more
         closed = True
+    except ConnectionResetError:  # closed with our unread bytes in its buffer: an RST, not a FIN
+        closed = True
     except OSError:  # a timeout: the connection stayed open
         pass
     finally:
