@@ -260,23 +260,17 @@ def load_onnx_weights(module, torch, onnx_path: Path, example) -> dict[str, Any]
 
 def _real_frame_net(bundle: Path, manifest: dict[str, Any], torch):
     """The real-scan CNN from the bundle's ``frame-weights.npz``."""
-    from train.real.fit import load_weights
-    from train.real.model import CHANNELS, RealFrameNet
+    from train.real.fit import model_from_weights
 
     path = bundle / "frame-weights.npz"
-    with np.load(path, allow_pickle=False) as z:
-        first = z["trunk.blocks.0.0.weight"].shape[0] if "trunk.blocks.0.0.weight" in z.files \
-            else None
-        n_find = z["findings.weight"].shape[0] if "findings.weight" in z.files else 0
-    if first is None:
-        raise CannotRebuildError(f"{path.name} is not a real-scan frame network's state dict")
     text = str((manifest.get("training") or {}).get("frame_model", ""))
     norm = re.search(r"norm '(\w+)'", text)
-    model = RealFrameNet(n_findings=n_find, norm=norm.group(1) if norm else "frame",
-                         width=first / CHANNELS[0])
-    load_weights(model, path)
-    how = (f"train.real.model.RealFrameNet(width={first / CHANNELS[0]:g}, "
-           f"norm={model.norm!r}, findings={n_find}) with the bundle's {path.name}")
+    try:
+        model = model_from_weights(path, norm.group(1) if norm else "frame")
+    except ValueError as exc:
+        raise CannotRebuildError(str(exc)) from None
+    how = (f"train.real.model.RealFrameNet(width={model.width:g}, norm={model.norm!r}, "
+           f"findings={model.n_findings}) with the bundle's {path.name}")
     return model, how
 
 

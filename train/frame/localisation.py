@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from train.synth.annotators import MIN_MARKER_PIXELS, frame_score
+from train.synth.scan_geometry import largest_region_hull
 
 _CORNERS = np.array([[-1, -1, 1], [1, -1, 1], [1, 1, 1], [-1, 1, 1]], dtype=np.float64)
 
@@ -50,15 +51,8 @@ def sector_mask(image: np.ndarray, threshold: int = 0) -> np.ndarray:
     Returns:
         (H, W) bool.
     """
-    m = (cv2.GaussianBlur(image, (7, 7), 0) > threshold).astype(np.uint8)
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
-    if n <= 1:
-        return np.zeros(image.shape, bool)
-    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    pts = cv2.findNonZero((lab == big).astype(np.uint8))
-    filled = np.zeros(image.shape, np.uint8)
-    cv2.fillConvexPoly(filled, cv2.convexHull(pts), 1)
-    return filled.astype(bool)
+    hull = largest_region_hull((cv2.GaussianBlur(image, (7, 7), 0) > threshold).astype(np.uint8))
+    return np.zeros(image.shape, bool) if hull is None else hull
 
 
 def video_sector(frames: np.ndarray) -> np.ndarray:

@@ -98,29 +98,24 @@ def model_from_bundle(bundle) -> tuple[Any, dict[str, Any]]:
 
     from engines import create_engine
     from train.calib_frames import random_frames
-    from train.real.fit import load_weights
-    from train.real.model import CHANNELS, RealFrameNet
+    from train.real.fit import model_from_weights
 
     weights = Path(bundle.path) / "frame-weights.npz"
     if not weights.is_file():
         raise AdaptError(f"{bundle.path}: no frame-weights.npz; pleura adapt works on real-scan "
                          "bundles (pleura train real --final, then pleura export)")
-    with np.load(weights, allow_pickle=False) as z:
-        first = z["trunk.blocks.0.0.weight"].shape[0]
-        n_find = z["findings.weight"].shape[0] if "findings.weight" in z.files else 0
-    width = first / CHANNELS[0]
     x = random_frames(4, 0)
-    eng = create_engine(bundle, "onnxruntime")
-    want = eng.frame(x).probs
+    want = create_engine(bundle, "onnxruntime").frame(x).probs
     for norm in ("frame", "none"):
-        model = RealFrameNet(norm=norm, n_findings=n_find, width=width)
-        load_weights(model, weights)
-        model.eval()
+        try:
+            model = model_from_weights(weights, norm).eval()
+        except ValueError as exc:
+            raise AdaptError(f"{bundle.path}: {exc}") from None
         with torch.no_grad():
             got = model(torch.from_numpy(x))["probs"].numpy()
         diff = float(np.abs(got - want).max())
         if diff <= 1e-4:
-            return model, {"norm": norm, "width": width, "n_findings": n_find,
+            return model, {"norm": norm, "width": model.width, "n_findings": model.n_findings,
                            "parity_max_abs_diff": diff}
     raise AdaptError(f"{bundle.path}: frame-weights.npz does not reproduce frame.onnx with "
                      "either input normalisation; the bundle is inconsistent")

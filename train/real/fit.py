@@ -323,6 +323,26 @@ def sim_clips(root: str | Path, size: tuple[int, int] = (224, 224),
     return out
 
 
+def model_from_weights(path: str | Path, norm: str = "frame") -> RealFrameNet:
+    """A :class:`RealFrameNet` rebuilt from a ``frame-weights.npz`` alone: the width and the
+    findings head read from the array shapes (the input normalisation is not in the weights:
+    the caller says it).
+
+    Raises:
+        ValueError: the file is not a real-scan frame network's state dict.
+    """
+    from train.real.model import CHANNELS
+
+    with np.load(path, allow_pickle=False) as z:
+        if "trunk.blocks.0.0.weight" not in z.files:
+            raise ValueError(f"{Path(path).name} is not a real-scan frame network's state dict")
+        first = z["trunk.blocks.0.0.weight"].shape[0]
+        n_find = z["findings.weight"].shape[0] if "findings.weight" in z.files else 0
+    model = RealFrameNet(norm=norm, n_findings=n_find, width=first / CHANNELS[0])
+    load_weights(model, path)
+    return model
+
+
 def build(cfg: RealConfig) -> RealFrameNet:
     n_find = len(FINDING_NAMES) if cfg.findings_weight > 0 else 0
     model = RealFrameNet(norm=cfg.norm, n_findings=n_find, width=cfg.width)

@@ -58,7 +58,7 @@ class RealFrameNet(nn.Module):
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         if not 0.1 <= width <= 2.0:
             raise ValueError(f"width must be in [0.1, 2], got {width}")
-        self.norm = norm
+        self.norm, self.width, self.n_findings = norm, width, n_findings
         chans = tuple(max(4, round(c * width)) for c in CHANNELS)
         self.trunk = Trunk(3)
         c_in = (3, *chans)

@@ -12,7 +12,6 @@ patient id, so a split by patient never puts two composites of one recording on 
 
 from __future__ import annotations
 
-import csv
 import json
 import multiprocessing
 import re
@@ -39,6 +38,7 @@ from train.real.sources import clip_source
 from train.synth.annotators import clinician_video_score, frame_score
 from train.synth.composite import COMPOSITE_VERSION, LEVELS, plan_composite, render_clip
 from train.synth.pleura_line import track_pleura
+from train.synth.writer import write_label_csvs
 
 
 @dataclass(frozen=True)
@@ -333,15 +333,7 @@ def write_composites(out: str | Path, cfg: CompositeConfig, progress: bool = Tru
     frame_rows = [r for res in results for r in res["frames"]]
     video_rows = [r for res in results for r in res["videos"]]
     skipped = [s for res in results for s in res["skipped"]]
-    with (out / "frames.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video_id", "frame", "score", "probe", "patient_id", "hospital"])
-        w.writerows(frame_rows)
-    with (out / "videos.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video_id", "patient_id", "probe",
-                    *(f"annotator_{i}" for i in range(1, N_ANNOTATORS + 1)), *_VIDEO_EXTRA])
-        w.writerows(video_rows)
+    write_label_csvs(out, frame_rows, video_rows, _VIDEO_EXTRA)
     elapsed = time.perf_counter() - t0
     summary = {"clips": len(clips), "videos": len(video_rows), "frames": len(frame_rows),
                "frame_scores": np.bincount([r[2] for r in frame_rows], minlength=4).tolist(),

@@ -66,13 +66,20 @@ def sector_mask(frames: np.ndarray, level: int = 8) -> np.ndarray:
     mx = frames.max(axis=0) if frames.ndim == 3 else frames
     m = (cv2.GaussianBlur(mx, (5, 5), 0) >= level).astype(np.uint8)
     m = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
-    if n <= 1:
-        return np.ones(mx.shape, bool)
-    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     # The sector is (nearly) convex: its hull also covers rib shadows darker than ``level``.
+    hull = largest_region_hull(m)
+    return np.ones(mx.shape, bool) if hull is None else hull
+
+
+def largest_region_hull(binary: np.ndarray) -> np.ndarray | None:
+    """(H, W) bool: the convex hull of the largest 8-connected region of a 0/1 uint8 image;
+    None when it has no region."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return None
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     pts = cv2.findNonZero((lab == best).astype(np.uint8))
-    filled = np.zeros(mx.shape, np.uint8)
+    filled = np.zeros(binary.shape, np.uint8)
     cv2.fillConvexPoly(filled, cv2.convexHull(pts), 1)
     return filled.astype(bool)
 

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from train.data.labelme import mask_to_shapes, rasterise_shapes, write_labelme
+from train.data.layout import N_ANNOTATORS
 from train.data.video import write_video
 from train.synth.acquisition import apply_acquisition, draw_acquisition, edge_gain
 from train.synth.annotators import (
@@ -177,15 +178,7 @@ def write_dataset(out: str | Path, cfg: SynthConfig, progress: bool = True,
             bar.update(cfg.frames)
     bar.close()
     elapsed = time.perf_counter() - t0
-    with (out / "frames.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video_id", "frame", "score", "probe", "patient_id", "hospital"])
-        w.writerows(frame_rows)
-    with (out / "videos.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video_id", "patient_id", "probe",
-                    *(f"annotator_{i}" for i in range(1, 6))])
-        w.writerows(video_rows)
+    write_label_csvs(out, frame_rows, video_rows)
     hist = np.bincount([r[2] for r in frame_rows], minlength=4).tolist()
     summary = {"videos": len(video_rows), "frames": len(frame_rows), "frame_scores": hist,
                "seconds": round(elapsed, 2), "frames_per_s": round(len(frame_rows) / elapsed, 1),
@@ -194,3 +187,18 @@ def write_dataset(out: str | Path, cfg: SynthConfig, progress: bool = True,
         {"synth_version": SYNTH_VERSION, "config": asdict(cfg), "summary": summary}, indent=1))
     log.info("wrote %s: %s", out, summary)
     return summary
+
+
+def write_label_csvs(out: Path, frame_rows: list, video_rows: list,
+                     video_extra: tuple[str, ...] = ()) -> None:
+    """``frames.csv`` and ``videos.csv`` of the dataset layout (``video_extra``: columns after
+    the five annotators, e.g. a composite's source clip)."""
+    with (out / "frames.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video_id", "frame", "score", "probe", "patient_id", "hospital"])
+        w.writerows(frame_rows)
+    with (out / "videos.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video_id", "patient_id", "probe",
+                    *(f"annotator_{i}" for i in range(1, N_ANNOTATORS + 1)), *video_extra])
+        w.writerows(video_rows)
